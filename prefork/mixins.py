@@ -1,0 +1,187 @@
+"""ForkingMixIn and ThreadingMixIn: a process or a thread per request.
+
+Put the mix-in first, before the server class, since it overrides methods the
+server class defines::
+
+    class ThreadingUDPServer(ThreadingMixIn, UDPServer): pass
+"""
+
+import os
+import threading
+
+from .server import TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
+
+
+class ForkingMixIn:
+    """Mix-in class to handle each request in a new process.
+
+    max_children bounds the live children: at the bound, the server waits for
+    one to exit before it forks again.  server_close() waits for every child
+    unless block_on_close is false.
+    """
+
+    timeout = 300
+    active_children = None
+    max_children = 40
+    # If true, server_close() waits until all child processes complete.
+    block_on_close = True
+
+    def collect_children(self, *, blocking=False):
+        """Reap exited children; with blocking=True, wait for all of them."""
+        if self.active_children is None:
+            return
+
+        # At the bound, wait for children to exit before taking more requests.
+        while len(self.active_children) >= self.max_children:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+                self.active_children.discard(pid)
+            except ChildProcessError:
+                self.active_children.clear()  # we have no children left
+            except OSError:
+                break
+
+        for pid in self.active_children.copy():
+            try:
+                reaped, _ = os.waitpid(pid, 0 if blocking else os.WNOHANG)
+                if reaped:
+                    self.active_children.discard(pid)
+            except ChildProcessError:
+                self.active_children.discard(pid)  # someone else reaped it
+            except OSError:
+                pass
+
+    def handle_timeout(self):
+        """Reap children when handle_request() times out."""
+        self.collect_children()
+
+    def service_actions(self):
+        """Reap children on every turn of serve_forever()."""
+        self.collect_children()
+
+    def process_request(self, request, client_address):
+        """Fork a child to handle the request; the child exits with 0 or 1."""
+        pid = os.fork()
+        if pid:
+            # Parent: the child owns the request now.
+            if self.active_children is None:
+                self.active_children = set()
+            self.active_children.add(pid)
+            self.close_request(request)
+            return
+        # Child: handle the request and leave without running the parent's
+        # clean-up (atexit handlers, finally blocks up the stack).
+        status = 1
+        try:
+            self.finish_request(request, client_address)
+            status = 0
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            try:
+                self.shutdown_request(request)
+            finally:
+                os._exit(status)
+
+    def server_close(self):
+        super().server_close()
+        self.collect_children(blocking=self.block_on_close)
+
+
+class _RequestThreads:
+    """The request threads of one server: how many run, and which to join."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._joinable = set()
+        self.running = 0
+
+    def started(self, thread, joinable):
+        with self._lock:
+            self.running += 1
+            if joinable:
+                self._joinable.add(thread)
+
+    def finished(self, thread):
+        """Forget a finished thread; return how many still run."""
+        with self._lock:
+            self.running -= 1
+            self._joinable.discard(thread)
+            return self.running
+
+    def join(self):
+        with self._lock:
+            threads = list(self._joinable)
+        for thread in threads:
+            thread.join()
+
+
+class ThreadingMixIn:
+    """Mix-in class to handle each request in a new thread.
+
+    daemon_threads: whether request threads are daemons (the interpreter may
+    exit without waiting for them).  block_on_close: whether server_close()
+    waits for the non-daemon threads.  max_threads: how many requests may run
+    at once (None, the default, is unbounded, as in the standard library); at
+    the bound the server stops accepting until a request finishes, so the
+    kernel can hand new connections to another, idle, worker.
+    """
+
+    # Decides how threads will act upon termination of the main process.
+    daemon_threads = False
+    # If true, server_close() waits until all non-daemonic threads terminate.
+    block_on_close = True
+    max_threads = None
+
+    def _request_threads(self):
+        threads = vars(self).get("_threads_in_flight")
+        if threads is None:
+            threads = self._threads_in_flight = _RequestThreads()
+        return threads
+
+    def process_request_thread(self, request, client_address):
+        """Same as in BaseServer, but as a thread.
+
+        In addition, exception handling is done here.
+        """
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            still_running = self._request_threads().finished(threading.current_thread())
+            if self.max_threads is not None and still_running == self.max_threads - 1:
+                self._wake_loop()  # it was full: accept again
+
+    def process_request(self, request, client_address):
+        """Start a new thread to process the request."""
+        thread = threading.Thread(target=self.process_request_thread,
+                                  args=(request, client_address))
+        thread.daemon = self.daemon_threads
+        joinable = self.block_on_close and not thread.daemon
+        self._request_threads().started(thread, joinable)
+        try:
+            thread.start()
+        except BaseException:
+            self._request_threads().finished(thread)
+            raise
+
+    def _accepting_requests(self):
+        return (self.max_threads is None
+                or self._request_threads().running < self.max_threads)
+
+    def server_close(self):
+        super().server_close()
+        if self.block_on_close:
+            self._request_threads().join()
+
+
+class ForkingUDPServer(ForkingMixIn, UDPServer): pass
+class ForkingTCPServer(ForkingMixIn, TCPServer): pass
+class ThreadingUDPServer(ThreadingMixIn, UDPServer): pass
+class ThreadingTCPServer(ThreadingMixIn, TCPServer): pass
+class ForkingUnixStreamServer(ForkingMixIn, UnixStreamServer): pass
+class ForkingUnixDatagramServer(ForkingMixIn, UnixDatagramServer): pass
+class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer): pass
+class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer): pass

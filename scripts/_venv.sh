@@ -1,0 +1,16 @@
+# Sourced by the scripts: create or reuse .venv and install the project into it.
+# Usage: . scripts/_venv.sh EXTRAS   (EXTRAS like "test" or "" for none)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+spec="$ROOT"
+[ -n "${1:-}" ] && spec="$ROOT[$1]"
+stamp="$VENV/.installed-${1:-base}"
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec"
+    touch "$stamp"
+fi
