@@ -14,15 +14,13 @@ three differences that only show where the stdlib would hang:
   connections in the kernel's queue for other workers.
 """
 
-import os
 import selectors
 import socket
 import sys
-import threading
 import traceback
 from time import monotonic
 
-from .waker import LoopWaker
+from .loop import ServeLoop
 
 # poll(2) is cheaper than select(2) for a handful of descriptors.
 if hasattr(selectors, "PollSelector"):
@@ -51,10 +49,7 @@ class BaseServer:
         """Store the address and handler class.  Extend, do not replace."""
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
-        self.__loop_stopped = threading.Event()
-        self.__shutdown_request = False
-        self.__loop_thread = None
-        self.__waker = None
+        self._serve_loop = ServeLoop()
 
     def server_activate(self):
         """Called by constructor to activate the server.  May be overridden."""
@@ -68,34 +63,7 @@ class BaseServer:
         poll_interval seconds between turns, and is woken at once by
         shutdown() or by _wake_loop().
         """
-        self.__loop_stopped.clear()
-        self.__loop_thread = threading.get_ident()
-        waker = self._loop_waker()
-        try:
-            with ServerSelector() as selector:
-                selector.register(waker, selectors.EVENT_READ)
-                watching_listener = False
-                while not self.__shutdown_request:
-                    if self._accepting_requests() != watching_listener:
-                        watching_listener = not watching_listener
-                        if watching_listener:
-                            selector.register(self, selectors.EVENT_READ)
-                        else:
-                            selector.unregister(self)
-                    ready = selector.select(poll_interval)
-                    # shutdown() during select(): stop before taking a request.
-                    if self.__shutdown_request:
-                        break
-                    for key, _ in ready:
-                        if key.fileobj is waker:
-                            waker.drain()
-                        else:
-                            self._handle_request_noblock()
-                    self.service_actions()
-        finally:
-            self.__shutdown_request = False
-            self.__loop_thread = None
-            self.__loop_stopped.set()
+        self._serve_loop.run(self, poll_interval)
 
     def shutdown(self):
         """Stop the serve_forever() loop.
@@ -104,10 +72,7 @@ class BaseServer:
         Called from the serving thread itself (a request handler, a signal
         handler), it only asks the loop to stop after the current turn.
         """
-        self.__shutdown_request = True
-        self._wake_loop()
-        if self.__loop_thread != threading.get_ident():
-            self.__loop_stopped.wait()
+        self._serve_loop.stop()
 
     def service_actions(self):
         """Called by the serve_forever() loop every turn.
@@ -125,20 +90,9 @@ class BaseServer:
         """
         return True
 
-    def _loop_waker(self):
-        """This process's self-pipe for the loop (a forked child makes its own)."""
-        waker = self.__waker
-        if waker is None or waker.pid != os.getpid():
-            if waker is not None:
-                waker.close()  # the parent's pipe: never wake the parent's loop
-            waker = self.__waker = LoopWaker()
-        return waker
-
     def _wake_loop(self):
         """Make serve_forever() start its next turn now.  Signal-handler safe."""
-        waker = self.__waker
-        if waker is not None and waker.pid == os.getpid():
-            waker.wake()
+        self._serve_loop.wake()
 
     # -- one request ------------------------------------------------------
 
@@ -205,9 +159,7 @@ class BaseServer:
 
     def server_close(self):
         """Called to clean up the server.  May be overridden."""
-        waker, self.__waker = self.__waker, None
-        if waker is not None and waker.pid == os.getpid():
-            waker.close()
+        self._serve_loop.close()
 
     def finish_request(self, request, client_address):
         """Finish one request by instantiating RequestHandlerClass."""

@@ -1,0 +1,133 @@
+"""ServeLoop: the serve_forever() loop, kept apart from the server it drives.
+
+One loop serves three roles: BaseServer.serve_forever(), each prefork worker
+(also over server classes from the standard library's socketserver), and the
+prefork master, which never accepts and only supervises in service_actions().
+
+Every turn the loop asks the server whether it is accepting requests
+(``_accepting_requests()``, True if the server has no such method), waits until
+the listener is readable, the loop is woken, or poll_interval passes, takes one
+request with ``_handle_request_noblock()`` and calls ``service_actions()``.
+"""
+
+import os
+import select
+import threading
+
+from .waker import LoopWaker
+
+_EPOLL = hasattr(select, "epoll")
+
+
+class _Poller:
+    """Readiness of a few descriptors: epoll on Linux, poll(2) elsewhere.
+
+    With wake_one, the listener is registered with EPOLLEXCLUSIVE, so that of
+    the processes sharing it only one is woken per connection (Linux >= 4.5).
+    """
+
+    def __init__(self, wake_one=False):
+        if _EPOLL:
+            self._poller = select.epoll()
+            self._read = select.EPOLLIN
+            exclusive = getattr(select, "EPOLLEXCLUSIVE", 0) if wake_one else 0
+            self._listener_read = self._read | exclusive
+        else:
+            self._poller = select.poll()
+            self._read = self._listener_read = select.POLLIN
+
+    def add(self, fd, listener=False):
+        self._poller.register(fd, self._listener_read if listener else self._read)
+
+    def remove(self, fd):
+        self._poller.unregister(fd)
+
+    def wait(self, timeout):
+        """The descriptors that became readable within timeout seconds (None: forever)."""
+        if _EPOLL:
+            events = self._poller.poll(-1 if timeout is None else timeout)
+        else:
+            events = self._poller.poll(None if timeout is None else timeout * 1000)
+        return [fd for fd, _ in events]
+
+    def close(self):
+        if _EPOLL:
+            self._poller.close()
+
+
+class ServeLoop:
+    """Run a server's request loop until stop(), from any thread or signal handler."""
+
+    def __init__(self, wake_one=False):
+        self.wake_one = wake_one
+        self._waker = None
+        self._stop_requested = False
+        self._stopped = threading.Event()  # as the stdlib: stop() waits for a run
+        self._thread = None
+
+    @property
+    def waker(self):
+        """This process's self-pipe (a forked child makes its own)."""
+        if self._waker is None or self._waker.pid != os.getpid():
+            self._waker = LoopWaker()
+        return self._waker
+
+    def run(self, server, poll_interval=0.5):
+        """Serve until stop(): one request and one service_actions() a turn."""
+        self._stopped.clear()
+        self._thread = threading.get_ident()
+        waker = self.waker
+        poller = _Poller(self.wake_one)
+        accepting = getattr(server, "_accepting_requests", lambda: True)
+        try:
+            poller.add(waker.fileno())
+            listener = server.fileno()
+            watching = False
+            while not self._stop_requested:
+                if accepting() != watching:
+                    watching = not watching
+                    if watching:
+                        poller.add(listener, listener=True)
+                    else:
+                        poller.remove(listener)
+                ready = poller.wait(poll_interval)
+                # stop() during the wait: leave before taking another request.
+                if self._stop_requested:
+                    break
+                for fd in ready:
+                    if fd == listener:
+                        server._handle_request_noblock()
+                    else:
+                        waker.drain()
+                server.service_actions()
+        finally:
+            poller.close()
+            self._stop_requested = False
+            self._thread = None
+            self._stopped.set()
+
+    def wake(self):
+        """Start the next turn now.  Safe in a signal handler and from any thread."""
+        waker = self._waker
+        if waker is not None and waker.pid == os.getpid():
+            waker.wake()
+
+    def request_stop(self):
+        """Ask the loop to stop after the current turn; do not wait."""
+        self._stop_requested = True
+        self.wake()
+
+    def wait_stopped(self):
+        """Wait until the loop has stopped, unless called from the loop's own thread."""
+        if self._thread != threading.get_ident():
+            self._stopped.wait()
+
+    def stop(self):
+        """Stop the loop and, from another thread, wait until it has."""
+        self.request_stop()
+        self.wait_stopped()
+
+    def close(self):
+        if self._waker is not None and self._waker.pid == os.getpid():
+            self._waker.close()
+        self._waker = None
