@@ -5,6 +5,7 @@ module; the prefork layer adds PreforkMixIn on top of it.
 """
 
 from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
+from .master import PreforkMixIn, WorkerBootError
 from .mixins import (
     ForkingMixIn,
     ForkingTCPServer,
@@ -19,6 +20,13 @@ from .mixins import (
 )
 from .server import BaseServer, TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
 
+
+class PreforkTCPServer(PreforkMixIn, TCPServer): pass
+class PreforkUDPServer(PreforkMixIn, UDPServer): pass
+class PreforkUnixStreamServer(PreforkMixIn, UnixStreamServer): pass
+class PreforkUnixDatagramServer(PreforkMixIn, UnixDatagramServer): pass
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -30,4 +38,7 @@ __all__ = [
     "ThreadingTCPServer", "ThreadingUDPServer",
     "ThreadingUnixStreamServer", "ThreadingUnixDatagramServer",
     "BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler",
+    # the prefork layer
+    "PreforkMixIn", "WorkerBootError",
+    "PreforkTCPServer", "PreforkUDPServer", "PreforkUnixStreamServer", "PreforkUnixDatagramServer",
 ]

@@ -226,7 +226,10 @@ class TCPServer(BaseServer):
         """Called by constructor to bind the socket.  May be overridden."""
         if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.allow_reuse_port and hasattr(socket, "SO_REUSEPORT"):
+        # Linux 6.12.9+ refuses SO_REUSEPORT (EOPNOTSUPP) outside AF_INET/AF_INET6;
+        # set it only there, as later CPython releases do (gh-128916).
+        if (self.allow_reuse_port and hasattr(socket, "SO_REUSEPORT")
+                and self.address_family in (socket.AF_INET, socket.AF_INET6)):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self.socket.bind(self.server_address)
         self.server_address = self.socket.getsockname()

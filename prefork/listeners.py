@@ -1,0 +1,55 @@
+"""Listening sockets as prefork shares them between processes."""
+
+import socket
+
+
+def default_backlog(wanted=2048):
+    """A production listen backlog: `wanted`, bounded by the kernel's somaxconn.
+
+    The stdlib's 5 is far too small for several workers: under 8 concurrent
+    clients, SYNs overflow the queue and clients stall on retransmits.
+    """
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return min(wanted, int(f.read()))
+    except (OSError, ValueError):
+        return wanted
+
+
+def format_address(address):
+    """'127.0.0.1:8000', '[::1]:8000' or 'unix:/path' for logs and titles."""
+    if isinstance(address, (str, bytes)):
+        return "unix:" + (address.decode() if isinstance(address, bytes) else address)
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def share_listener(server):
+    """Make server.socket safe to share between processes.
+
+    A stream listener goes non-blocking: when another process accepts the
+    connection first, accept() raises EAGAIN ("no request this turn") instead
+    of blocking the loop.  Servers of prefork's own framework already do this;
+    this is for servers derived from the standard library's socketserver.
+    """
+    server.socket.setblocking(False)
+
+
+def reuse_port_listener(server):
+    """A new listener of this worker's own, bound with SO_REUSEPORT.
+
+    The kernel then spreads connections across the workers' queues; the price
+    is that connections queued on a worker that dies are reset.
+    """
+    listener = socket.socket(server.socket.family, server.socket.type)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(server.server_address)
+        if server.socket.type == socket.SOCK_STREAM:
+            listener.listen(server.request_queue_size)
+        listener.setblocking(False)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
