@@ -125,3 +125,18 @@ def spawn():
 
 
 PYTHON = sys.executable
+
+
+APPS = os.path.join(ROOT, "tests", "apps")
+
+
+def start_app(spawn, *args, env=None):
+    """Start tests/apps/serve.py with these arguments; return (process, address)
+    once it prints READY.  address is ("127.0.0.1", port) or a Unix path."""
+    process = spawn([PYTHON, os.path.join(APPS, "serve.py"), *args], env=env)
+    line = process.readline_until(lambda l: l.startswith("READY "))
+    text = line.split(None, 1)[1].strip()
+    if text.startswith("unix:"):
+        return process, text[len("unix:"):]
+    host, _, port = text.rpartition(":")
+    return process, (host, int(port))
