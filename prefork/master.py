@@ -116,6 +116,11 @@ class PreforkMixIn:
         if not hasattr(self, "_serve_loop"):  # a server class of the standard library
             self._serve_loop = ServeLoop()
 
+    @property
+    def current_worker(self):
+        """In a worker, its WorkerInfo (number, pid, generation); None in the master."""
+        return self._worker.info if self._worker is not None else None
+
     def server_bind(self):
         super().server_bind()
         if self.address_family == socket.AF_UNIX and isinstance(self.server_address, str):
