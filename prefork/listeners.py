@@ -2,6 +2,8 @@
 
 import socket
 
+from .server import BaseServer
+
 
 def default_backlog(wanted=2048):
     """A production listen backlog: `wanted`, bounded by the kernel's somaxconn.
@@ -27,12 +29,14 @@ def format_address(address):
 def share_listener(server):
     """Make server.socket safe to share between processes.
 
-    A stream listener goes non-blocking: when another process accepts the
-    connection first, accept() raises EAGAIN ("no request this turn") instead
-    of blocking the loop.  Servers of prefork's own framework already do this;
-    this is for servers derived from the standard library's socketserver.
+    When another process takes the request first, accept() or recvfrom() must
+    raise EAGAIN ("no request this turn") instead of blocking the loop.
+    prefork's own servers already do so (a non-blocking stream listener,
+    recvfrom with MSG_DONTWAIT, which leaves replies on a blocking socket);
+    a server of the standard library's socketserver needs a non-blocking socket.
     """
-    server.socket.setblocking(False)
+    if not isinstance(server, BaseServer):
+        server.socket.setblocking(False)
 
 
 def reuse_port_listener(server):

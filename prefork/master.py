@@ -99,6 +99,12 @@ class PreforkMixIn:
             if self.socket_type != socket.SOCK_STREAM or self.address_family == socket.AF_UNIX:
                 raise ValueError("reuse_port needs a TCP server")
             self.allow_reuse_port = True
+        if (self.socket_type == socket.SOCK_STREAM and self.address_family != socket.AF_UNIX
+                and _default_of_the_framework(type(self), "allow_reuse_address")):
+            # As gunicorn: a restarted master can bind the port at once, despite
+            # the TIME_WAIT connections its workers closed -- unless the application
+            # chose otherwise (TCP only: over UDP, SO_REUSEADDR shares the port).
+            self.allow_reuse_address = True
         self._worker = None            # this process's WorkerProcess, in a worker
         self._workers = {}             # pid -> WorkerInfo, in the master
         self._pending_signals = []
@@ -209,15 +215,18 @@ class PreforkMixIn:
         return accepting() if accepting else True
 
     def process_request(self, request, client_address):
-        if self._worker is not None:
-            self._worker.request_accepted()
+        worker = self._worker
+        if worker is not None:
+            worker.accepted += 1
+            if worker.accepted == worker.max_requests:  # never, with max_requests 0
+                worker.recycle()
         super().process_request(request, client_address)
 
     def finish_request(self, request, client_address):
         worker = self._worker
         if worker is None:
             return super().finish_request(request, client_address)
-        if worker.pid != os.getpid():
+        if worker.in_request_child:
             # A ForkingMixIn child: bounded by an alarm instead of the scoreboard.
             if self.request_timeout:
                 signal.alarm(math.ceil(self.request_timeout))
@@ -545,6 +554,13 @@ class PreforkMixIn:
                 return
             if select.select([waker], [], [], min(deadline - now, self._poll_interval))[0]:
                 waker.drain()
+
+
+def _default_of_the_framework(cls, name):
+    """Whether cls gets attribute `name` from socketserver itself (prefork's or the
+    stdlib's), rather than from a class of the application."""
+    owner = next(c for c in cls.__mro__ if name in vars(c))
+    return owner.__module__ in ("prefork.server", "socketserver")
 
 
 def _describe_exit(status):

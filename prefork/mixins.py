@@ -51,6 +51,10 @@ class ForkingMixIn:
             except OSError:
                 pass
 
+    def _accepting_requests(self):
+        """Not at the bound: there, service_actions() waits for a child first."""
+        return self.active_children is None or len(self.active_children) < self.max_children
+
     def handle_timeout(self):
         """Reap children when handle_request() times out."""
         self.collect_children()

@@ -69,25 +69,47 @@ class Scoreboard:
 
 
 class SlotWriter:
-    """A worker's side of its slot: heartbeat and request accounting.
+    """A worker's side of its slot, for a worker that handles one request at
+    a time in its loop's thread (sync, and forking: its children never write)."""
 
-    Thread-safe, so that a threading worker's requests are all counted; the
-    oldest request in flight is what the master's request timeout measures.
-    """
-
-    def __init__(self, slot, loop_thread):
+    def __init__(self, slot):
         self.slot = slot
-        self._loop_thread = loop_thread
-        self._lock = threading.Condition(threading.Lock())
-        self._started = {}  # token -> start time of each request in flight
-        self._tokens = 0
 
-    def heartbeat(self):
-        self.slot.heartbeat = monotonic()
+    def heartbeat(self, now):
+        self.slot.heartbeat = now
 
     def set_state(self, state):
         self.slot.state = state
         self.slot.heartbeat = monotonic()
+
+    def request_begins(self):
+        slot = self.slot
+        slot.request_started = monotonic()
+        slot.in_flight = 1
+        slot.state = BUSY
+
+    def request_ends(self, token=None):
+        slot = self.slot
+        slot.in_flight = 0
+        slot.request_started = 0.0
+        slot.requests += 1
+        slot.heartbeat = monotonic()  # idle again: the liveness clock restarts now
+        slot.state = IDLE
+
+    def wait_for_requests(self):
+        """Nothing can be in flight once the loop has returned."""
+
+
+class ThreadedSlotWriter(SlotWriter):
+    """The slot of a threading worker: requests run in their own threads, so
+    the accounting takes a lock, and tracks the oldest request in flight --
+    what the master's request_timeout measures."""
+
+    def __init__(self, slot):
+        super().__init__(slot)
+        self._lock = threading.Condition(threading.Lock())
+        self._started = {}  # token -> start time of each request in flight
+        self._tokens = 0
 
     def request_begins(self):
         now = monotonic()
@@ -99,8 +121,6 @@ class SlotWriter:
             slot.in_flight += 1
             if slot.in_flight == 1:
                 slot.request_started = now
-            if threading.get_ident() == self._loop_thread:
-                slot.state = BUSY
         return token
 
     def request_ends(self, token):
@@ -110,9 +130,6 @@ class SlotWriter:
             slot.in_flight -= 1
             slot.requests += 1
             slot.request_started = min(self._started.values()) if self._started else 0.0
-            if threading.get_ident() == self._loop_thread and slot.state == BUSY:
-                slot.state = IDLE
-                slot.heartbeat = monotonic()
             if not self._started:
                 self._lock.notify_all()
 

@@ -22,6 +22,10 @@ from time import monotonic
 
 from .loop import ServeLoop
 
+# Linux never passes a listener's O_NONBLOCK on to accepted sockets; BSDs and
+# macOS do, behind the back of Python's socket object.
+_ACCEPTED_INHERIT_NONBLOCK = not sys.platform.startswith("linux")
+
 # poll(2) is cheaper than select(2) for a handful of descriptors.
 if hasattr(selectors, "PollSelector"):
     ServerSelector = selectors.PollSelector
@@ -114,7 +118,8 @@ class BaseServer:
             selector.register(self, selectors.EVENT_READ)
             while True:
                 if selector.select(timeout):
-                    return self._handle_request_noblock()
+                    self._handle_request_noblock()
+                    return
                 if timeout is not None:
                     timeout = deadline - monotonic()
                     if timeout < 0:
@@ -124,12 +129,13 @@ class BaseServer:
         """Take one request, if there is one, and process it.
 
         A failed get_request() (including EAGAIN, when another process took
-        the request first) means no request this turn.
+        the request first) means no request this turn.  Returns True if a
+        request was taken, so that the loop may try for another at once.
         """
         try:
             request, client_address = self.get_request()
         except OSError:
-            return
+            return False
         if self.verify_request(request, client_address):
             try:
                 self.process_request(request, client_address)
@@ -141,6 +147,7 @@ class BaseServer:
                 raise
         else:
             self.shutdown_request(request)
+        return True
 
     def handle_timeout(self):
         """Called if no new request arrives within self.timeout.
@@ -255,11 +262,12 @@ class TCPServer(BaseServer):
     def get_request(self):
         """Get the request and client address from the socket.  May be overridden.
 
-        The accepted socket is blocking (or takes the default timeout), whatever
-        the platform lets it inherit from the non-blocking listener.
+        The accepted socket is blocking (or takes the default timeout), even
+        where the platform lets it inherit O_NONBLOCK from the listener.
         """
         request, client_address = self.socket.accept()
-        request.settimeout(socket.getdefaulttimeout())
+        if _ACCEPTED_INHERIT_NONBLOCK:
+            request.settimeout(socket.getdefaulttimeout())
         return request, client_address
 
     def shutdown_request(self, request):

@@ -15,8 +15,8 @@ import logging
 import os
 import signal
 import sys
-import threading
 import traceback
+from time import monotonic
 
 from . import logfiles, scoreboard
 from .listeners import reuse_port_listener, share_listener
@@ -28,6 +28,7 @@ log = logging.getLogger("prefork")
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BOOT_ERROR = 3  # as gunicorn's: the master stops retrying after a few
+PARENT_CHECK_INTERVAL = 0.5  # seconds between checks that the master is alive
 
 
 class WorkerInfo:
@@ -65,6 +66,8 @@ class WorkerProcess:
         self.master_pid = master_pid
         self.pid = os.getpid()
         self.slot = None
+        self.in_request_child = False  # True in a ForkingMixIn child of this worker
+        self.next_parent_check = 0.0
         self.loop = ServeLoop(wake_one=server.exclusive_accept and not server.reuse_port)
         server._serve_loop = self.loop  # shutdown() and max_threads wake this process's loop
         self.accepted = 0
@@ -99,8 +102,11 @@ class WorkerProcess:
         server, info = self.server, self.info
         self.install_signals()
         set_title(server, f"worker {info.number} [gen {info.generation}]")
-        self.slot = scoreboard.SlotWriter(slots[info.slot_index], threading.get_ident())
+        threaded = hasattr(server, "process_request_thread")  # either ThreadingMixIn
+        writer = scoreboard.ThreadedSlotWriter if threaded else scoreboard.SlotWriter
+        self.slot = writer(slots[info.slot_index])
         self.slot.slot.pid = self.pid
+        os.register_at_fork(after_in_child=self.entered_request_child)
         server.post_fork(info)
         if info.generation > server._loaded_generation and not server.preload_app:
             self.reload_handler()
@@ -163,24 +169,33 @@ class WorkerProcess:
         server = self.server
         self.loop.run(server, server._poll_interval)
         self.slot.set_state(scoreboard.STOPPING)
-        if server.block_on_close:
+        # Without block_on_close, server_close() does not join the request threads,
+        # but the interpreter would still wait for non-daemon ones before exiting:
+        # so does the worker, whose os._exit() would otherwise kill them mid-request.
+        if server.block_on_close or not getattr(server, "daemon_threads", True):
             self.slot.wait_for_requests()
         server._close_in_worker()
 
+    def entered_request_child(self):
+        """After a fork in this worker (ForkingMixIn): the child leaves the slot alone."""
+        self.in_request_child = True
+
     def service_actions(self):
         """Every turn of the worker's loop: heartbeat, and the checks that stop it."""
-        self.slot.heartbeat()
+        now = monotonic()
+        self.slot.heartbeat(now)
         if self.reopen_requested:
             self.reopen_requested = False
             logfiles.reopen()
-        if os.getppid() != self.master_pid:
-            log.warning("worker %s: master %s is gone, stopping", self.info.number, self.master_pid)
-            self.loop.request_stop()
+        if now >= self.next_parent_check:
+            self.next_parent_check = now + PARENT_CHECK_INTERVAL
+            if os.getppid() != self.master_pid:
+                log.warning("worker %s: master %s is gone, stopping",
+                            self.info.number, self.master_pid)
+                self.loop.request_stop()
 
-    def request_accepted(self):
-        """Count a request; past max_requests, stop after the ones in flight."""
-        self.accepted += 1
-        if self.max_requests and self.accepted >= self.max_requests:
-            log.info("worker %s: max_requests (%d) reached, recycling",
-                     self.info.number, self.max_requests)
-            self.loop.request_stop()
+    def recycle(self):
+        """max_requests reached: stop after the requests in flight; the master replaces us."""
+        log.info("worker %s: max_requests (%d) reached, recycling",
+                 self.info.number, self.max_requests)
+        self.loop.request_stop()

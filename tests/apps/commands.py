@@ -5,6 +5,9 @@
   hang         -> never answers
   grow MIB     -> keeps MIB more MiB alive in this worker, then "<pid> grew"
   version      -> "<pid> <VERSION>" (a reload test rewrites VERSION in a copy of this file)
+
+sleep and hang first append "<pid> <command> <time.monotonic()>" to the file named by
+$PREFORK_TEST_STARTED_FILE, if set: a test waits on it to know its request reached a handler.
 """
 
 import os
@@ -16,6 +19,14 @@ VERSION = "v1"
 _hoard = []
 
 
+def _started(name):
+    """Tell a waiting test that this request reached its handler."""
+    path = os.environ.get("PREFORK_TEST_STARTED_FILE")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()} {name} {time.monotonic()}\n")
+
+
 def run_command(server, line):
     name, _, arg = line.strip().partition(" ")
     worker = getattr(server, "_worker", None)
@@ -23,9 +34,11 @@ def run_command(server, line):
     if name == "echo":
         return f"{os.getpid()} {generation} {arg}"
     if name == "sleep":
+        _started(name)
         time.sleep(float(arg))
         return f"{os.getpid()} slept"
     if name == "hang":
+        _started(name)
         while True:
             time.sleep(3600)
     if name == "grow":

@@ -66,7 +66,10 @@ def build_class(args):
 
     class TestServer(*bases):
         def when_ready(self):
-            print("READY", prefork.listeners.format_address(self.server_address), flush=True)
+            # One write (print() writes the newline apart): workers forked just
+            # before may be logging to the same pipe.
+            sys.stdout.write(f"READY {prefork.listeners.format_address(self.server_address)}\n")
+            sys.stdout.flush()
 
         def post_fork(self, worker):
             if boot_error:
@@ -125,7 +128,8 @@ def main():
         sys.exit(2)
     started = time.monotonic()
     server.server_close()
-    print(f"CLOSED {time.monotonic() - started:.3f}", flush=True)
+    sys.stdout.write(f"CLOSED {time.monotonic() - started:.3f}\n")  # one write, as READY
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
