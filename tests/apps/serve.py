@@ -10,10 +10,12 @@ when server_close() returns, and exits 0 after a clean stop (2 on WorkerBootErro
 
 import argparse
 import ast
+import ctypes
 import http.server
 import importlib
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -103,7 +105,14 @@ def serve_control(server, path):
     threading.Thread(target=run, daemon=True).start()
 
 
+def die_with_parent():
+    """If the test run itself is killed, take this server down too (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def main():
+    die_with_parent()
     args = parse_args()
     if args.path:
         sys.path.insert(0, args.path)

@@ -1,0 +1,129 @@
+"""./scripts/bench: run the contenders side by side; print and save the figures."""
+
+import argparse
+import datetime
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import plan, plot, report
+from .loadgen import BuiltinLoad
+from .measure import Settings, measure
+from .work import calibrate
+from .wrk import WrkLoad
+
+DEFAULT_DURATION, QUICK_DURATION = 4.0, 1.0
+DEFAULT_WARMUP, QUICK_WARMUP = 1.0, 0.5
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="./scripts/bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="short runs: a smoke test, not figures to quote")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="a workload (a..e or tiny, cpu, slow, udp, echo) or part of a "
+                             "contender's name (gunicorn, 'sync x2'); repeatable")
+    parser.add_argument("--duration", type=float, metavar="S",
+                        help=f"measured seconds per row (default {DEFAULT_DURATION:g}, "
+                             f"--quick {QUICK_DURATION:g})")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR",
+                        help="results.md, results.json, bench.png and server logs")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "builtin"), default="auto",
+                        help="HTTP load: wrk if installed (auto), or the built-in generator")
+    return parser.parse_args(argv)
+
+
+def generators(choice):
+    """protocol -> generator: wrk for HTTP when chosen and installed, else built-in."""
+    builtin = BuiltinLoad()
+    wrk = WrkLoad.find() if choice != "builtin" else None
+    if choice == "wrk" and wrk is None:
+        sys.exit("--loadgen wrk: wrk is not installed (apt-get install wrk)")
+    return {"http": wrk or builtin, "echo": builtin, "udp": builtin}
+
+
+def describe_run(settings):
+    """The header's facts: command, date, machine, Python, load generators, timings."""
+    command = os.environ.get("BENCH_COMMAND") or "python -m benchmarks " + " ".join(sys.argv[1:])
+    return {"command": command,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadgen": ", ".join(sorted({g.name for g in settings.generators.values()})),
+            "warmup": settings.warmup, "duration": settings.duration,
+            "cpu_loops": settings.cpu_loops}
+
+
+def _stop_on_term(signum, frame):
+    raise KeyboardInterrupt  # the same clean-up as Ctrl-C
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    chosen = plan.select(args.only)
+    if not chosen:
+        sys.exit(f"--only {' '.join(args.only)}: no workload or contender matches")
+    signal.signal(signal.SIGTERM, _stop_on_term)
+    started = time.monotonic()
+    (args.out / "logs").mkdir(parents=True, exist_ok=True)
+    settings = Settings(
+        python=sys.executable, logs=args.out / "logs",
+        warmup=QUICK_WARMUP if args.quick else DEFAULT_WARMUP,
+        duration=args.duration or (QUICK_DURATION if args.quick else DEFAULT_DURATION),
+        cpu_loops=calibrate(), generators=generators(args.loadgen))
+    gens = settings.generators
+    meta = describe_run(settings)
+    print(report.header(meta), flush=True)
+    sections, loads, printed = [], {}, 0
+    try:
+        for workload, contenders in chosen:
+            loads[workload.key] = gens[workload.protocol].describe(workload)
+            rows = []
+            sections.append((workload, rows))
+            for contender in contenders:
+                rows.append(run_row(contender, workload, settings))
+            printed = print_tables(sections, loads, printed)
+    except KeyboardInterrupt:
+        print("\ninterrupted: writing what was measured", file=sys.stderr)
+    finally:
+        print_tables(sections, loads, printed)
+        finish(args.out, meta, sections, loads, time.monotonic() - started)
+
+
+def print_tables(sections, loads, printed):
+    """Print the tables of sections[printed:]; return how many are printed now."""
+    for workload, rows in sections[printed:]:
+        report.add_ratios(workload, rows)
+        print(report.table(workload, rows, loads[workload.key]), flush=True)
+    return len(sections)
+
+
+def run_row(contender, workload, settings):
+    """measure(), with progress on stderr; a failure is a row, not the end."""
+    print(f"  ({workload.key}) {contender.name} ...", end="", file=sys.stderr, flush=True)
+    try:
+        row = measure(contender, workload, settings)
+    except (OSError, RuntimeError) as error:
+        print(f" FAILED: {error}", file=sys.stderr)
+        return {"workload": workload.key, "contender": contender.name,
+                "family": contender.family, "failed": str(error).splitlines()[0]}
+    print(f" {row['rps']:,.0f} req/s", file=sys.stderr)
+    return row
+
+
+def finish(out, meta, sections, loads, elapsed):
+    """Print the acceptance checks; write results.md, results.json and bench.png."""
+    results = report.acceptance(sections, elapsed)
+    print(report.checks_text(results))
+    report.write(out, meta, sections, loads, results)
+    drawn = plot.plot(sections, out / "bench.png", f"prefork benchmark · {meta['date']} · "
+                      f"{meta['cpus']} CPUs · {meta['loadgen']}")
+    written = ["results.md", "results.json"] + (["bench.png"] if drawn else [])
+    print(f"wrote {', '.join(str(out / name) for name in written)}")
+
+
+if __name__ == "__main__":
+    main()

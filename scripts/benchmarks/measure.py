@@ -1,0 +1,95 @@
+"""One contender under one workload: start it, load it, measure it, stop it."""
+
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from . import clients
+from .processes import ServerProcess
+from .work import LOOPS_ENV
+
+MEMORY_LEAD = 0.3   # memory is read this long before the load ends, under load
+
+
+@dataclass
+class Settings:
+    python: str
+    logs: Path          # one server log per run
+    warmup: float       # seconds of load before the window
+    duration: float     # seconds of the measured window
+    cpu_loops: int      # burn() loops for ~1 ms, the same for every server
+    generators: dict    # protocol -> load generator (wrk or built-in)
+
+
+def free_port(protocol):
+    kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sleep_until(deadline):
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def slug(text):
+    return re.sub(r"[^a-z0-9]+", "-", text.lower().replace("\u00d7", "x")).strip("-")
+
+
+def measure(contender, workload, settings):
+    """The row of figures of `contender` under `workload`."""
+    address = ("127.0.0.1", free_port(workload.protocol))
+    env = dict(os.environ, BENCH_HANDLER=workload.handler,
+               **{LOOPS_ENV: str(settings.cpu_loops)})
+    argv = contender.argv(settings.python, workload.handler, address[1])
+    log_path = settings.logs / f"{workload.key}-{slug(contender.name)}.log"
+    generator = settings.generators[workload.protocol]
+    with ServerProcess(argv, env, log_path, contender.stop_signal) as server:
+        server.wait_ready(lambda: clients.one_request(workload.protocol, address))
+        load = generator.start(workload, address, settings.warmup, settings.duration)
+        try:
+            cpu_rate, busy_rate, memory = _observe(server, load, contender.pooled)
+            result = load.finish()
+        finally:
+            load.abort()
+    return _row(contender, workload, result, cpu_rate, busy_rate, memory)
+
+
+def _busy_cores():
+    """CPU seconds the whole machine has spent running processes (not idle, not IRQs)."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system
+
+
+def _observe(server, load, pooled):
+    """Over the window: the server tree's CPU and the machine's, per second; memory."""
+    sleep_until(load.count_from)
+    cpu0, busy0, t0 = server.cpu_seconds(), _busy_cores(), time.monotonic()
+    sleep_until(load.until - MEMORY_LEAD)
+    memory = server.memory(pooled)
+    sleep_until(load.until)
+    cpu1, busy1, t1 = server.cpu_seconds(), _busy_cores(), time.monotonic()
+    return (cpu1 - cpu0) / (t1 - t0), (busy1 - busy0) / (t1 - t0), memory
+
+
+def _row(contender, workload, result, cpu_rate, busy_rate, memory):
+    rps = result.rps
+    return {
+        "workload": workload.key, "contender": contender.name, "family": contender.family,
+        "workers": contender.workers,
+        "requests": result.requests, "seconds": round(result.seconds, 3),
+        "rps": rps, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
+        "errors": sum(result.errors.values()), "error_kinds": result.errors,
+        "server_cores": cpu_rate, "cpu_us": cpu_rate / rps * 1e6 if rps else None,
+        "loadgen_cores": result.cores,
+        # anyone else on the machine: a busy neighbour makes the figures noisy
+        "other_cores": max(0.0, busy_rate - cpu_rate - result.cores),
+        **memory,
+    }

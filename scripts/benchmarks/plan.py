@@ -1,0 +1,127 @@
+"""What runs: the contenders, and the workloads that pit them against each other."""
+
+import signal
+from dataclasses import dataclass
+
+from .server import BACKLOG, SERVER_CLASSES
+
+TIMES = "\u00d7"   # the multiplication sign of "prefork sync ×2"
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One server, as a command line after the Python executable.
+
+    {handler} and {port} in args are filled in per run (the environment also
+    carries BENCH_HANDLER, for gunicorn's app).  family: prefork,
+    stdlib or gunicorn.  workers: processes serving requests (pooled
+    contenders run them under a master).
+    """
+
+    name: str
+    family: str
+    args: tuple
+    workers: int = 1
+    stop_signal: int = signal.SIGTERM
+
+    @property
+    def pooled(self):
+        """A master with worker processes, rather than one serving process."""
+        return self.family != "stdlib"
+
+    def argv(self, python, handler, port):
+        return [python] + [a.format(handler=handler, port=port) for a in self.args]
+
+
+def prefork(kind, workers):
+    label = "UDP" if kind == "udp" else kind
+    return Contender(f"prefork {label} {TIMES}{workers}", "prefork",
+                     ("-m", "benchmarks.server", "prefork", kind, "{handler}", "{port}",
+                      str(workers)), workers)
+
+
+def stdlib(kind):
+    return Contender(f"stdlib {SERVER_CLASSES[kind]}", "stdlib",
+                     ("-m", "benchmarks.server", "stdlib", kind, "{handler}", "{port}"))
+
+
+def gunicorn(workers, threads=0):
+    """gunicorn's sync worker, or gthread with `threads` threads per worker."""
+    worker_class = ("--worker-class", "gthread", "--threads", str(threads)) if threads else ()
+    name = (f"gunicorn gthread {TIMES}{workers} ({threads} threads)" if threads
+            else f"gunicorn sync {TIMES}{workers}")
+    return Contender(name, "gunicorn",
+                     ("-m", "gunicorn", "--workers", str(workers), *worker_class,
+                      "--bind", "127.0.0.1:{port}", "--backlog", str(BACKLOG),
+                      "--log-level", "warning", "benchmarks.wsgi:app"),
+                     workers, stop_signal=signal.SIGQUIT)  # QUIT: gunicorn's quick stop
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A handler, a protocol and a number of clients, and who runs it.
+
+    protocol: http (one connection per request), echo (long-lived
+    connections, 16-byte lines) or udp (a datagram and its reply).
+    reference: the contender the ratios compare with.
+    """
+
+    key: str
+    name: str
+    title: str
+    handler: str
+    protocol: str
+    clients: int
+    reference: str
+    contenders: tuple
+
+
+POOL_SIZES = (1, 2, 4)
+
+HTTP_CONTENDERS = (
+    stdlib("sync"), stdlib("threading"), stdlib("forking"),
+    *(prefork("sync", n) for n in POOL_SIZES),
+    *(prefork("threading", n) for n in POOL_SIZES),
+    *(gunicorn(n) for n in POOL_SIZES),
+)
+
+WORKLOADS = (
+    Workload("a", "tiny", "tiny HTTP answer, one connection per request",
+             "tiny", "http", 50, f"prefork sync {TIMES}2", HTTP_CONTENDERS),
+    Workload("b", "cpu", "CPU-bound handler (~1 ms of Python per request)",
+             "cpu", "http", 50, f"prefork sync {TIMES}2", HTTP_CONTENDERS),
+    Workload("c", "slow", "slow handler (50 ms sleep), 200 concurrent clients",
+             "slow", "http", 200, f"prefork threading {TIMES}2",
+             (stdlib("threading"), prefork("threading", 2), gunicorn(2, threads=100))),
+    Workload("d", "udp", "UDP request/response (16-byte datagrams)",
+             "udp", "udp", 50, f"prefork UDP {TIMES}2",
+             (stdlib("udp"), *(prefork("udp", n) for n in POOL_SIZES))),
+    Workload("e", "echo", "long-lived TCP connections, 16-byte line echo",
+             "echo", "echo", 50, f"prefork threading {TIMES}2",
+             (stdlib("threading"), *(prefork("threading", n) for n in POOL_SIZES))),
+)
+
+
+def _normal(text):
+    return text.lower().replace(TIMES, "x")
+
+
+def select(only):
+    """[(workload, [contenders])] kept by the --only filters.
+
+    A filter naming a workload (its letter or name) keeps that workload; any
+    other filter keeps the contenders whose name contains it (e.g. "gunicorn",
+    "sync x2").  Filters of one kind combine with "or", the two kinds with "and".
+    """
+    only = [_normal(o) for o in only]
+    workload_filters = [o for o in only if any(o in (w.key, w.name) for w in WORKLOADS)]
+    name_filters = [o for o in only if o not in workload_filters]
+    chosen = []
+    for workload in WORKLOADS:
+        if workload_filters and not {workload.key, workload.name} & set(workload_filters):
+            continue
+        contenders = [c for c in workload.contenders
+                      if not name_filters or any(f in _normal(c.name) for f in name_filters)]
+        if contenders:
+            chosen.append((workload, contenders))
+    return chosen

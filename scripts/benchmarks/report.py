@@ -1,0 +1,180 @@
+"""The figures as Markdown tables and JSON, and the issue's acceptance checks."""
+
+import json
+from dataclasses import dataclass
+
+from .plan import TIMES
+
+OPS = {"<=": ("\u2264", lambda a, b: a <= b), ">=": ("\u2265", lambda a, b: a >= b)}
+
+
+def add_ratios(workload, rows):
+    """Each row's requests/s and CPU/request as a multiple of the reference row's."""
+    reference = next((r for r in rows if r["contender"] == workload.reference
+                      and "failed" not in r), None)
+    for row in rows:
+        for key, ratio in (("rps", "rps_ratio"), ("cpu_us", "cpu_ratio")):
+            ok = reference and reference.get(key) and row.get(key) is not None
+            row[ratio] = row[key] / reference[key] if ok else None
+
+
+# -- Markdown ------------------------------------------------------------------
+
+def _num(value, digits=1):
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _times(value):
+    return "–" if value is None else f"{value:.2f}{TIMES}"
+
+
+def _errors(row):
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(row["error_kinds"].items()))
+    return f"{row['errors']} ({kinds})" if kinds else "0"
+
+
+COLUMNS = (
+    ("contender", lambda r: r["contender"]),
+    ("req/s", lambda r: _num(r["rps"], 0)),
+    (f"{TIMES} req/s", lambda r: _times(r["rps_ratio"])),
+    ("p50 ms", lambda r: _num(r["p50_ms"], 2)),
+    ("p99 ms", lambda r: _num(r["p99_ms"], 2)),
+    ("errors", _errors),
+    ("CPU µs/req", lambda r: _num(r["cpu_us"])),
+    (f"{TIMES} CPU/req", lambda r: _times(r["cpu_ratio"])),
+    ("USS/worker MiB", lambda r: _num(r.get("uss_worker"))),
+    ("PSS/worker MiB", lambda r: _num(r.get("pss_worker"))),
+    ("USS total MiB", lambda r: _num(r.get("uss_total"))),
+    ("PSS total MiB", lambda r: _num(r.get("pss_total"))),
+    ("load CPU", lambda r: _num(r["loadgen_cores"], 2)),
+    ("other CPU", lambda r: _num(r["other_cores"], 2)),
+)
+
+
+def header(meta):
+    return "\n".join([
+        "# prefork benchmark",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- date: {meta['date']}",
+        f"- machine: {meta['cpus']} CPUs, {meta['platform']}",
+        f"- Python {meta['python']}",
+        f"- load generator: {meta['loadgen']}",
+        f"- each row: {meta['warmup']:g} s warm-up, then {meta['duration']:g} s measured; "
+        f"CPU = user+sys of the server's whole process tree; memory read under load",
+        f"- CPU-bound work: {meta['cpu_loops']:,} loops of Python ≈ 1 ms, calibrated at start",
+        "",
+    ])
+
+
+def table(workload, rows, load):
+    lines = [f"## ({workload.key}) {workload.title}", "",
+             f"{workload.clients} clients · load: {load} · "
+             f"{TIMES} columns: against **{workload.reference}** · "
+             f"load CPU, other CPU: cores used by the load generator, "
+             f"and by anything else on the machine", "",
+             "| " + " | ".join(name for name, _ in COLUMNS) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(COLUMNS))) + "|"]
+    for row in rows:
+        if "failed" in row:
+            cells = [row["contender"], f"failed: {row['failed']}"] + [""] * (len(COLUMNS) - 2)
+        else:
+            cells = [cell(row) for _, cell in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# -- acceptance checks -----------------------------------------------------------
+
+METRICS = {"rps": ("requests/s", "/s"), "cpu_us": ("CPU/request", " µs"),
+           "p99_ms": ("p99", " ms"), "errors": ("errors", ""), "pss_total": ("PSS in total", " MiB")}
+
+
+def _figure(value):
+    return f"{value:,.0f}" if value >= 100 or value == int(value) else f"{value:.1f}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """subject's metric in workload, alone or as a multiple of other's, against target."""
+
+    item: str
+    workload: str
+    subject: str
+    metric: str
+    op: str
+    target: float
+    other: str = None
+
+    def evaluate(self, found):
+        """(line, verdict); found(workload, contender) gives a row or None."""
+        label, unit = METRICS[self.metric]
+        sign, holds = OPS[self.op]
+        where = f" in ({self.workload})" if self.item != f"({self.workload})" else ""
+        text = f"{self.item} {self.subject} {label}{where}"
+        row = found(self.workload, self.subject)
+        other = found(self.workload, self.other) if self.other else None
+        value = row.get(self.metric) if row else None
+        if self.other:
+            text += f" vs {self.other}"
+            base = other.get(self.metric) if other else None
+            if not value or not base:
+                return f"{text}: SKIP (not measured in this run)", "SKIP"
+            ratio = value / base
+            verdict = "PASS" if holds(ratio, self.target) else "FAIL"
+            return (f"{text} = {ratio:.3f}{TIMES} ({_figure(value)} vs {_figure(base)}{unit}; "
+                    f"target {sign} {self.target:g}{TIMES}): {verdict}", verdict)
+        if value is None:
+            return f"{text}: SKIP (not measured in this run)", "SKIP"
+        verdict = "PASS" if holds(value, self.target) else "FAIL"
+        return (f"{text} = {_figure(value)}{unit} (target {sign} {self.target:g}{unit}): "
+                f"{verdict}", verdict)
+
+
+SYNC2, THREADING2 = f"prefork sync {TIMES}2", f"prefork threading {TIMES}2"
+CHECKS = (
+    Check("(a)", "a", SYNC2, "cpu_us", "<=", 1.1, "stdlib TCPServer"),
+    Check("(a)", "a", SYNC2, "rps", ">=", 2.0, f"gunicorn sync {TIMES}2"),
+    Check("(b)", "b", SYNC2, "rps", ">=", 1.8, "stdlib TCPServer"),
+    Check("(b)", "b", SYNC2, "rps", ">=", 1.2, f"gunicorn sync {TIMES}2"),
+    Check("(c)", "a", THREADING2, "cpu_us", "<=", 2.0, SYNC2),
+    Check("(c)", "c", THREADING2, "p99_ms", "<=", 100),
+    Check("(c)", "c", THREADING2, "errors", "<=", 0),
+    Check("memory:", "a", SYNC2, "pss_total", "<=", 15),
+)
+TIME_LIMIT = 300   # seconds, the whole default run
+
+
+def acceptance(sections, elapsed):
+    """[(line, verdict)] for the issue's acceptance figures, computed from the rows."""
+    by_key = {(w.key, r["contender"]): r for w, rows in sections for r in rows
+              if "failed" not in r}
+    results = [check.evaluate(lambda w, name: by_key.get((w, name))) for check in CHECKS]
+    prefork_rows = [(w.key, r) for w, rows in sections for r in rows if r["family"] == "prefork"]
+    bad = [f"({w}) {r['contender']}: {r.get('failed') or _errors(r)}" for w, r in prefork_rows
+           if "failed" in r or r["errors"]]
+    if prefork_rows:
+        verdict = "FAIL" if bad else "PASS"
+        detail = "; ".join(bad) if bad else f"{len(prefork_rows)} prefork rows"
+        results.append((f"no errors in any prefork row ({detail}): {verdict}", verdict))
+    verdict = "PASS" if elapsed < TIME_LIMIT else "FAIL"
+    results.append((f"the bench ran in {elapsed:.0f} s (target < {TIME_LIMIT} s): {verdict}",
+                    verdict))
+    return results
+
+
+def checks_text(results):
+    return "\n".join(["## Acceptance (issue 4)", ""] + [f"- {line}" for line, _ in results]) + "\n"
+
+
+def write(out_dir, meta, sections, loads, results):
+    """results.md (what was printed) and results.json (every figure)."""
+    text = "\n".join([header(meta)] + [table(w, rows, loads[w.key]) for w, rows in sections]
+                     + [checks_text(results)])
+    (out_dir / "results.md").write_text(text)
+    data = {"meta": meta,
+            "workloads": [{"key": w.key, "name": w.name, "title": w.title,
+                           "clients": w.clients, "reference": w.reference,
+                           "load": loads[w.key], "rows": rows} for w, rows in sections],
+            "acceptance": [{"check": line, "verdict": verdict} for line, verdict in results]}
+    (out_dir / "results.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

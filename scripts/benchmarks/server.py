@@ -1,0 +1,44 @@
+"""A socketserver contender's process, on 127.0.0.1.
+
+    python -m benchmarks.server FRAMEWORK KIND HANDLER PORT [WORKERS]
+
+FRAMEWORK: stdlib (the real standard-library socketserver) or prefork.
+KIND: sync, threading, forking or udp.  HANDLER: see handlers.build().
+WORKERS: prefork only.  TERM stops the server (prefork: its graceful stop).
+"""
+
+import importlib
+import signal
+import sys
+
+from .handlers import build
+
+MODULES = {"stdlib": "socketserver", "prefork": "prefork"}
+SERVER_CLASSES = {"sync": "TCPServer", "threading": "ThreadingTCPServer",
+                  "forking": "ForkingTCPServer", "udp": "UDPServer"}
+BACKLOG = 1024   # every contender's listen backlog (gunicorn: --backlog)
+
+
+def server_class(socketserver, kind, workers):
+    """The module's predefined server class -- behind PreforkMixIn if workers."""
+    base = getattr(socketserver, SERVER_CLASSES[kind])
+    attrs = {"request_queue_size": BACKLOG, "allow_reuse_address": True}
+    if workers:
+        attrs["workers"] = workers
+        return type("Prefork" + base.__name__, (socketserver.PreforkMixIn, base), attrs)
+    return type(base.__name__, (base,), attrs)
+
+
+def main(argv):
+    framework, kind, handler, port = argv[:4]
+    workers = int(argv[4]) if len(argv) > 4 else 0
+    socketserver = importlib.import_module(MODULES[framework])
+    if framework == "stdlib":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    cls = server_class(socketserver, kind, workers)
+    with cls(("127.0.0.1", int(port)), build(socketserver, handler)) as server:
+        server.serve_forever()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
