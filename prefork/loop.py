@@ -8,8 +8,8 @@ Every turn the loop asks the server whether it is accepting requests
 (``_accepting_requests()``, True if the server has no such method), waits until
 the listener is readable, the loop is woken, or poll_interval passes, takes one
 request with ``_handle_request_noblock()`` -- and, while that finds more
-queued, up to ACCEPT_BATCH in a row without polling again -- and calls
-``service_actions()``.
+queued, up to the server's ``_accept_batch`` in a row without polling again --
+and calls ``service_actions()``.
 """
 
 import os
@@ -19,10 +19,6 @@ import threading
 from .waker import LoopWaker
 
 _EPOLL = hasattr(select, "epoll")
-
-# Requests taken in a row while the listener has more queued (nginx's
-# multi_accept, bounded): under load this saves a poll per request.
-ACCEPT_BATCH = 16
 
 
 class _Poller:
@@ -85,6 +81,7 @@ class ServeLoop:
         waker = self.waker
         poller = _Poller(self.wake_one)
         accepting = getattr(server, "_accepting_requests", lambda: True)
+        batch = getattr(server, "_accept_batch", 1)
         try:
             poller.add(waker.fileno())
             listener = server.fileno()
@@ -104,7 +101,7 @@ class ServeLoop:
                     if fd != listener:
                         waker.drain()
                         continue
-                    for _ in range(ACCEPT_BATCH):
+                    for _ in range(batch):
                         # Only prefork's servers say whether they took a request.
                         if (not server._handle_request_noblock()
                                 or self._stop_requested or not accepting()):

@@ -25,6 +25,7 @@ Signals to the master:
   CHLD        a worker exited: reaped on the next turn
 """
 
+import gc
 import logging
 import math
 import os
@@ -34,8 +35,6 @@ import signal
 import socket
 import threading
 from time import monotonic
-
-import psutil
 
 from . import logfiles, scoreboard
 from .listeners import default_backlog, format_address
@@ -84,12 +83,13 @@ class PreforkMixIn:
     proc_name = "prefork"
     request_queue_size = default_backlog()
     block_on_close = True       # server_close() waits for the workers to finish
+    reuse_threads = True        # ThreadingMixIn workers keep their request threads
 
     SETTINGS = ("workers", "graceful_timeout", "boot_timeout", "liveness_timeout",
                 "request_timeout", "max_requests", "max_requests_jitter",
                 "max_worker_memory", "max_worker_age", "boot_attempts", "preload_app",
                 "exclusive_accept", "reuse_port", "proc_name", "request_queue_size",
-                "block_on_close")
+                "block_on_close", "reuse_threads")
 
     def __init__(self, *args, **kwargs):
         for name in self.SETTINGS:
@@ -474,6 +474,8 @@ class PreforkMixIn:
                     self._check_memory(worker)
 
     def _check_memory(self, worker):
+        import psutil  # only with max_worker_memory: 2 MiB that every worker would carry
+
         try:
             rss = psutil.Process(worker.pid).memory_info().rss
         except psutil.Error:
@@ -520,6 +522,10 @@ class PreforkMixIn:
             return None
         worker = WorkerInfo(index + 1, self._generation, monotonic())
         self.pre_fork(worker)
+        # Keep the garbage collectors of workers off the master's objects, so
+        # that those pages stay shared instead of being copied in each worker.
+        gc.collect()
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             try:

@@ -7,6 +7,7 @@ server class defines::
 """
 
 import os
+import queue
 import threading
 
 from .server import TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
@@ -21,6 +22,7 @@ class ForkingMixIn:
     """
 
     timeout = 300
+    _accept_batch = 1
     active_children = None
     max_children = 40
     # If true, server_close() waits until all child processes complete.
@@ -93,31 +95,72 @@ class ForkingMixIn:
 
 
 class _RequestThreads:
-    """The request threads of one server: how many run, and which to join."""
+    """The request threads of one server: how many requests run, which
+    threads to join at close and, with reuse_threads, the idle threads that
+    wait for another request."""
 
-    def __init__(self):
+    def __init__(self, server):
+        self._server = server
         self._lock = threading.Lock()
         self._joinable = set()
-        self.running = 0
+        self._pooled = 0          # threads that serve request after request
+        self._idle = 0            # ... of which, waiting for the next one
+        self._handoff = queue.SimpleQueue()
+        self.running = 0          # requests in flight
 
-    def started(self, thread, joinable):
+    def start(self, request, client_address):
+        """Run the request in an idle pooled thread, or in a new thread."""
+        server = self._server
+        reuse = server.reuse_threads
         with self._lock:
             self.running += 1
-            if joinable:
+            if reuse and self._idle:
+                self._idle -= 1
+                self._handoff.put((request, client_address))
+                return
+        thread = threading.Thread(
+            target=self._serve_requests if reuse else server.process_request_thread,
+            args=(request, client_address), daemon=server.daemon_threads)
+        with self._lock:
+            self._pooled += reuse
+            if server.block_on_close and not thread.daemon:
                 self._joinable.add(thread)
+        try:
+            thread.start()
+        except BaseException:
+            with self._lock:
+                self.running -= 1
+                self._pooled -= reuse
+                self._joinable.discard(thread)
+            raise
 
-    def finished(self, thread):
-        """Forget a finished thread; return how many still run."""
+    def _serve_requests(self, request, client_address):
+        """A pooled thread's life: this request, then each one handed over,
+        until close() hands it None."""
+        while request is not None:
+            self._server.process_request_thread(request, client_address)  # -> finished()
+            request, client_address = self._handoff.get()
+
+    def finished(self, pooled):
+        """A request is done (in its thread); return how many still run."""
         with self._lock:
             self.running -= 1
-            self._joinable.discard(thread)
+            if pooled:
+                self._idle += 1  # about to wait in _serve_requests for the next
+            else:
+                self._joinable.discard(threading.current_thread())
             return self.running
 
-    def join(self):
+    def close(self, wait):
+        """Let the pooled threads go once idle; with wait, join the threads."""
         with self._lock:
             threads = list(self._joinable)
-        for thread in threads:
-            thread.join()
+            for _ in range(self._pooled):
+                self._handoff.put((None, None))
+            self._pooled = 0
+        if wait:
+            for thread in threads:
+                thread.join()
 
 
 class ThreadingMixIn:
@@ -129,6 +172,9 @@ class ThreadingMixIn:
     at once (None, the default, is unbounded, as in the standard library); at
     the bound the server stops accepting until a request finishes, so the
     kernel can hand new connections to another, idle, worker.
+    reuse_threads: keep each request thread alive to serve later requests --
+    a pool that grows to the peak concurrency (bounded by max_threads) and
+    saves starting a thread per request; False, as in the standard library.
     """
 
     # Decides how threads will act upon termination of the main process.
@@ -136,11 +182,14 @@ class ThreadingMixIn:
     # If true, server_close() waits until all non-daemonic threads terminate.
     block_on_close = True
     max_threads = None
+    reuse_threads = False
+    # Back to waiting at once after each accept: the request threads need the GIL.
+    _accept_batch = 1
 
     def _request_threads(self):
         threads = vars(self).get("_threads_in_flight")
         if threads is None:
-            threads = self._threads_in_flight = _RequestThreads()
+            threads = self._threads_in_flight = _RequestThreads(self)
         return threads
 
     def process_request_thread(self, request, client_address):
@@ -154,22 +203,13 @@ class ThreadingMixIn:
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
-            still_running = self._request_threads().finished(threading.current_thread())
+            still_running = self._request_threads().finished(self.reuse_threads)
             if self.max_threads is not None and still_running == self.max_threads - 1:
                 self._wake_loop()  # it was full: accept again
 
     def process_request(self, request, client_address):
-        """Start a new thread to process the request."""
-        thread = threading.Thread(target=self.process_request_thread,
-                                  args=(request, client_address))
-        thread.daemon = self.daemon_threads
-        joinable = self.block_on_close and not thread.daemon
-        self._request_threads().started(thread, joinable)
-        try:
-            thread.start()
-        except BaseException:
-            self._request_threads().finished(thread)
-            raise
+        """Start a new thread to process the request (or hand it to an idle one)."""
+        self._request_threads().start(request, client_address)
 
     def _accepting_requests(self):
         return (self.max_threads is None
@@ -177,8 +217,7 @@ class ThreadingMixIn:
 
     def server_close(self):
         super().server_close()
-        if self.block_on_close:
-            self._request_threads().join()
+        self._request_threads().close(wait=self.block_on_close)
 
 
 class ForkingUDPServer(ForkingMixIn, UDPServer): pass

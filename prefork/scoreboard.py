@@ -108,7 +108,7 @@ class ThreadedSlotWriter(SlotWriter):
     def __init__(self, slot):
         super().__init__(slot)
         self._lock = threading.Condition(threading.Lock())
-        self._started = {}  # token -> start time of each request in flight
+        self._started = {}  # token -> start time, oldest first (insertion order)
         self._tokens = 0
 
     def request_begins(self):
@@ -129,8 +129,10 @@ class ThreadedSlotWriter(SlotWriter):
             slot = self.slot
             slot.in_flight -= 1
             slot.requests += 1
-            slot.request_started = min(self._started.values()) if self._started else 0.0
-            if not self._started:
+            if self._started:
+                slot.request_started = next(iter(self._started.values()))
+            else:
+                slot.request_started = 0.0
                 self._lock.notify_all()
 
     def wait_for_requests(self):
