@@ -116,8 +116,8 @@ class WorkerProcess:
         else:
             share_listener(server)
         server.post_worker_init(info)
-        self.slot.slot.booted = self.slot.slot.heartbeat
         self.slot.set_state(scoreboard.IDLE)
+        self.slot.slot.booted = self.slot.slot.heartbeat
         log.info("Booted worker %d (pid %d, generation %d)", info.number, self.pid, info.generation)
 
     def reload_handler(self):
