@@ -113,6 +113,11 @@ class ServeLoop:
             self._thread = None
             self._stopped.set()
 
+    @property
+    def serving(self):
+        """Whether run() is taking requests (running, and not asked to stop)."""
+        return self._thread is not None and not self._stop_requested
+
     def wake(self):
         """Start the next turn now.  Safe in a signal handler and from any thread."""
         waker = self._waker

@@ -83,13 +83,14 @@ class PreforkMixIn:
     proc_name = "prefork"
     request_queue_size = default_backlog()
     block_on_close = True       # server_close() waits for the workers to finish
-    reuse_threads = True        # ThreadingMixIn workers keep their request threads
+    reuse_threads = True        # ThreadingMixIn workers keep their request threads,
+    inline_quick_requests = True  # ... and run quick requests in the loop's thread
 
     SETTINGS = ("workers", "graceful_timeout", "boot_timeout", "liveness_timeout",
                 "request_timeout", "max_requests", "max_requests_jitter",
                 "max_worker_memory", "max_worker_age", "boot_attempts", "preload_app",
                 "exclusive_accept", "reuse_port", "proc_name", "request_queue_size",
-                "block_on_close", "reuse_threads")
+                "block_on_close", "reuse_threads", "inline_quick_requests")
 
     def __init__(self, *args, **kwargs):
         for name in self.SETTINGS:
@@ -217,8 +218,8 @@ class PreforkMixIn:
     def process_request(self, request, client_address):
         worker = self._worker
         if worker is not None:
-            worker.accepted += 1
-            if worker.accepted == worker.max_requests:  # never, with max_requests 0
+            worker.accepted += 1  # (the loop and the watcher of threads.py may race: >=)
+            if worker.max_requests and worker.accepted >= worker.max_requests:
                 worker.recycle()
         super().process_request(request, client_address)
 

@@ -7,10 +7,11 @@ server class defines::
 """
 
 import os
-import queue
 import threading
+from time import monotonic
 
 from .server import TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
+from .threads import RequestThreads
 
 
 class ForkingMixIn:
@@ -94,75 +95,6 @@ class ForkingMixIn:
         self.collect_children(blocking=self.block_on_close)
 
 
-class _RequestThreads:
-    """The request threads of one server: how many requests run, which
-    threads to join at close and, with reuse_threads, the idle threads that
-    wait for another request."""
-
-    def __init__(self, server):
-        self._server = server
-        self._lock = threading.Lock()
-        self._joinable = set()
-        self._pooled = 0          # threads that serve request after request
-        self._idle = 0            # ... of which, waiting for the next one
-        self._handoff = queue.SimpleQueue()
-        self.running = 0          # requests in flight
-
-    def start(self, request, client_address):
-        """Run the request in an idle pooled thread, or in a new thread."""
-        server = self._server
-        reuse = server.reuse_threads
-        with self._lock:
-            self.running += 1
-            if reuse and self._idle:
-                self._idle -= 1
-                self._handoff.put((request, client_address))
-                return
-        thread = threading.Thread(
-            target=self._serve_requests if reuse else server.process_request_thread,
-            args=(request, client_address), daemon=server.daemon_threads)
-        with self._lock:
-            self._pooled += reuse
-            if server.block_on_close and not thread.daemon:
-                self._joinable.add(thread)
-        try:
-            thread.start()
-        except BaseException:
-            with self._lock:
-                self.running -= 1
-                self._pooled -= reuse
-                self._joinable.discard(thread)
-            raise
-
-    def _serve_requests(self, request, client_address):
-        """A pooled thread's life: this request, then each one handed over,
-        until close() hands it None."""
-        while request is not None:
-            self._server.process_request_thread(request, client_address)  # -> finished()
-            request, client_address = self._handoff.get()
-
-    def finished(self, pooled):
-        """A request is done (in its thread); return how many still run."""
-        with self._lock:
-            self.running -= 1
-            if pooled:
-                self._idle += 1  # about to wait in _serve_requests for the next
-            else:
-                self._joinable.discard(threading.current_thread())
-            return self.running
-
-    def close(self, wait):
-        """Let the pooled threads go once idle; with wait, join the threads."""
-        with self._lock:
-            threads = list(self._joinable)
-            for _ in range(self._pooled):
-                self._handoff.put((None, None))
-            self._pooled = 0
-        if wait:
-            for thread in threads:
-                thread.join()
-
-
 class ThreadingMixIn:
     """Mix-in class to handle each request in a new thread.
 
@@ -173,8 +105,10 @@ class ThreadingMixIn:
     the bound the server stops accepting until a request finishes, so the
     kernel can hand new connections to another, idle, worker.
     reuse_threads: keep each request thread alive to serve later requests --
-    a pool that grows to the peak concurrency (bounded by max_threads) and
-    saves starting a thread per request; False, as in the standard library.
+    a pool that grows to the peak concurrency (bounded by max_threads).
+    inline_quick_requests: while requests are quick, run them in the serve
+    loop's own thread, as a synchronous server would (see threads.py).  Both
+    False, as in the standard library; PreforkMixIn turns them on.
     """
 
     # Decides how threads will act upon termination of the main process.
@@ -183,13 +117,14 @@ class ThreadingMixIn:
     block_on_close = True
     max_threads = None
     reuse_threads = False
+    inline_quick_requests = False
     # Back to waiting at once after each accept: the request threads need the GIL.
     _accept_batch = 1
 
     def _request_threads(self):
         threads = vars(self).get("_threads_in_flight")
         if threads is None:
-            threads = self._threads_in_flight = _RequestThreads(self)
+            threads = self._threads_in_flight = RequestThreads(self)
         return threads
 
     def process_request_thread(self, request, client_address):
@@ -197,19 +132,20 @@ class ThreadingMixIn:
 
         In addition, exception handling is done here.
         """
+        started = monotonic()
         try:
             self.finish_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
-            still_running = self._request_threads().finished(self.reuse_threads)
+            still_running = self._request_threads().finished(monotonic() - started)
             if self.max_threads is not None and still_running == self.max_threads - 1:
                 self._wake_loop()  # it was full: accept again
 
     def process_request(self, request, client_address):
-        """Start a new thread to process the request (or hand it to an idle one)."""
-        self._request_threads().start(request, client_address)
+        """Start a new thread to process the request (or see threads.py)."""
+        self._request_threads().dispatch(request, client_address)
 
     def _accepting_requests(self):
         return (self.max_threads is None

@@ -103,10 +103,12 @@ class SlotWriter:
 class ThreadedSlotWriter(SlotWriter):
     """The slot of a threading worker: requests run in their own threads, so
     the accounting takes a lock, and tracks the oldest request in flight --
-    what the master's request_timeout measures."""
+    what the master's request_timeout measures.  A request run in the loop's
+    own thread (threads.py) makes the worker busy: its loop does not turn."""
 
-    def __init__(self, slot):
+    def __init__(self, slot, loop_thread):
         super().__init__(slot)
+        self._loop_thread = loop_thread
         self._lock = threading.Condition(threading.Lock())
         self._started = {}  # token -> start time, oldest first (insertion order)
         self._tokens = 0
@@ -121,6 +123,8 @@ class ThreadedSlotWriter(SlotWriter):
             slot.in_flight += 1
             if slot.in_flight == 1:
                 slot.request_started = now
+            if threading.get_ident() == self._loop_thread:
+                slot.state = BUSY
         return token
 
     def request_ends(self, token):
@@ -134,6 +138,9 @@ class ThreadedSlotWriter(SlotWriter):
             else:
                 slot.request_started = 0.0
                 self._lock.notify_all()
+            if threading.get_ident() == self._loop_thread:
+                slot.heartbeat = monotonic()
+                slot.state = IDLE
 
     def wait_for_requests(self):
         """Block until no request is in flight (a graceful stop)."""

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import traceback
 from time import monotonic
 
@@ -103,8 +104,10 @@ class WorkerProcess:
         self.install_signals()
         set_title(server, f"worker {info.number} [gen {info.generation}]")
         threaded = hasattr(server, "process_request_thread")  # either ThreadingMixIn
-        writer = scoreboard.ThreadedSlotWriter if threaded else scoreboard.SlotWriter
-        self.slot = writer(slots[info.slot_index])
+        if threaded:
+            self.slot = scoreboard.ThreadedSlotWriter(slots[info.slot_index], threading.get_ident())
+        else:
+            self.slot = scoreboard.SlotWriter(slots[info.slot_index])
         self.slot.slot.pid = self.pid
         os.register_at_fork(after_in_child=self.entered_request_child)
         server.post_fork(info)
@@ -196,6 +199,7 @@ class WorkerProcess:
 
     def recycle(self):
         """max_requests reached: stop after the requests in flight; the master replaces us."""
-        log.info("worker %s: max_requests (%d) reached, recycling",
-                 self.info.number, self.max_requests)
-        self.loop.request_stop()
+        if self.loop.serving:
+            log.info("worker %s: max_requests (%d) reached, recycling",
+                     self.info.number, self.max_requests)
+            self.loop.request_stop()

@@ -2,6 +2,7 @@
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -11,12 +12,16 @@ from conftest import serving, wait_for
 
 class ThreadName(prefork.StreamRequestHandler):
     """Answers the name of the thread that handled the request; a request
-    "wait" first blocks until the test sets the server's `release` event."""
+    "wait" first blocks until the test sets the server's `release` event,
+    a request "slow" takes 50 ms."""
 
     def handle(self):
-        if self.rfile.readline().strip() == b"wait":
+        command = self.rfile.readline().strip()
+        if command == b"wait":
             self.server.waiting.release()
             self.server.release.wait(10)
+        elif command == b"slow":
+            time.sleep(0.05)
         self.wfile.write(threading.current_thread().name.encode())
 
 
@@ -105,3 +110,45 @@ def test_max_threads_bounds_a_pool():
         assert third.recv(100)
         for client in clients + [third]:
             client.close()
+
+
+class InlineServer(PoolServer):
+    inline_quick_requests = True
+
+
+def serving_thread_name(server):
+    """The name of the thread running serve_forever() (conftest.serving starts it)."""
+    return next(t.name for t in threading.enumerate()
+                if getattr(t, "_target", None) == server.serve_forever)
+
+
+def test_quick_requests_run_in_the_loops_own_thread():
+    with serving(InlineServer(("127.0.0.1", 0), ThreadName)) as server:
+        names = {ask(server) for _ in range(10)}
+        assert names == {serving_thread_name(server)}
+
+
+def test_a_stalled_inline_request_does_not_stop_the_server():
+    """The first request blocks in the loop's thread; the watcher accepts the
+    next ones in its place and hands them to threads."""
+    with serving(InlineServer(("127.0.0.1", 0), ThreadName)) as server:
+        (stalled,) = open_waiting(server, 1)
+        loop_thread = serving_thread_name(server)
+        assert ask(server) != loop_thread  # served meanwhile, by another thread
+        server.release.set()
+        assert stalled.recv(100).decode() == loop_thread
+        stalled.close()
+
+
+def test_slow_requests_go_to_threads():
+    with serving(InlineServer(("127.0.0.1", 0), ThreadName)) as server:
+        ask(server, b"slow")  # 50 ms: lifts the recent average past "quick"
+        assert ask(server) != serving_thread_name(server)
+
+
+def test_the_watcher_sleeps_when_no_request_runs_inline():
+    with serving(InlineServer(("127.0.0.1", 0), ThreadName)) as server:
+        ask(server)
+        threads = server._request_threads()
+        wait_for(lambda: threads._watcher_sleeping, message="the watcher to sleep")
+        assert ask(server)  # and wakes for the next inline request

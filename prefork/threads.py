@@ -1,0 +1,173 @@
+"""How ThreadingMixIn runs its requests.
+
+By default, as the standard library does: a new thread per request.  Two
+options make a threading server (a prefork worker, typically) cheaper:
+
+* reuse_threads: a request thread stays alive and is handed later requests,
+  a pool that grows to the peak concurrency.  Starting a thread costs about
+  100 microseconds; a hand-off costs a wake-up.
+* inline_quick_requests: while requests are quick (their recent average under
+  QUICK), the serve loop's own thread runs them, as a synchronous server
+  would: no hand-off, no wake-up, no thread contending for the GIL.  Slower
+  requests go to threads.  Should one inline request stall the loop (a slow
+  client, say) for STALL, a watcher thread accepts in the loop's place,
+  handing requests to threads, until the loop's thread is back.
+"""
+
+import select
+import threading
+from queue import SimpleQueue
+from time import monotonic
+
+QUICK = 0.001    # seconds: requests this quick, on average, run in the loop's thread
+STALL = 0.01     # seconds an inline request may hold the loop before the watcher steps in
+DECAY = 0.1      # weight of the newest request in the average
+IDLE_CHECKS = 100  # the watcher sleeps after this many checks without an inline request
+
+
+class RequestThreads:
+    """The request threads of one server: how many requests run, which
+    threads to join at close, the idle pooled threads, and the watcher."""
+
+    def __init__(self, server):
+        self._server = server
+        self._lock = threading.Lock()
+        self._joinable = set()
+        self._pooled = 0          # threads that serve request after request
+        self._idle = 0            # ... of which, waiting for the next one
+        self._handoff = SimpleQueue()
+        self.running = 0          # requests in flight
+        self.average = 0.0        # recent request duration, seconds
+        self.inline_since = 0.0   # start of the loop thread's inline request; 0: none
+        self._local = threading.local()  # .pooled: the current thread is a pooled one
+        self._watcher = None
+        self._watcher_sleeping = False
+        self._wake_watcher = threading.Event()
+        self._closed = False
+
+    # -- where a request runs --------------------------------------------
+
+    def dispatch(self, request, client_address):
+        """Run a request: inline if quick and in the loop's thread, else in a thread."""
+        server = self._server
+        if (server.inline_quick_requests and self.average < QUICK
+                and threading.current_thread() is not self._watcher):
+            self._run_inline(request, client_address)
+        else:
+            self._start(request, client_address)
+
+    def _run_inline(self, request, client_address):
+        with self._lock:
+            self.running += 1
+        self.inline_since = monotonic()  # then look at the watcher: see _watch()
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, daemon=True,
+                                             name="request-watcher")
+            self._watcher.start()
+        elif self._watcher_sleeping:
+            self._wake_watcher.set()
+        try:
+            self._server.process_request_thread(request, client_address)
+        finally:
+            self.inline_since = 0.0
+
+    def _start(self, request, client_address):
+        """Hand the request to an idle pooled thread, or start a thread for it."""
+        server = self._server
+        reuse = server.reuse_threads
+        with self._lock:
+            self.running += 1
+            if reuse and self._idle:
+                self._idle -= 1
+                self._handoff.put((request, client_address))
+                return
+        thread = threading.Thread(
+            target=self._serve_requests if reuse else server.process_request_thread,
+            args=(request, client_address), daemon=server.daemon_threads)
+        with self._lock:
+            self._pooled += reuse
+            if server.block_on_close and not thread.daemon:
+                self._joinable.add(thread)
+        try:
+            thread.start()
+        except BaseException:
+            with self._lock:
+                self.running -= 1
+                self._pooled -= reuse
+                self._joinable.discard(thread)
+            raise
+
+    def _serve_requests(self, request, client_address):
+        """A pooled thread's life: this request, then each one handed over,
+        until close() hands it None."""
+        self._local.pooled = True
+        while request is not None:
+            self._server.process_request_thread(request, client_address)  # -> finished()
+            request, client_address = self._handoff.get()
+
+    def finished(self, duration):
+        """A request is done, in the thread that ran it; return how many still run."""
+        pooled = getattr(self._local, "pooled", False)
+        with self._lock:
+            self.running -= 1
+            self.average += DECAY * (duration - self.average)
+            if pooled:
+                self._idle += 1  # about to wait in _serve_requests for the next
+            else:
+                self._joinable.discard(threading.current_thread())
+            return self.running
+
+    # -- the watcher -------------------------------------------------------
+
+    def _watch(self):
+        """While the loop's thread has been in one inline request for STALL,
+        accept in its place; sleep when there has long been no inline request."""
+        idle_checks = 0
+        while not self._closed:
+            since = self.inline_since
+            if since and monotonic() - since >= STALL:
+                self._accept_for_the_loop(since)
+                idle_checks = 0
+            elif since:
+                idle_checks = 0
+            else:
+                idle_checks += 1
+                if idle_checks >= IDLE_CHECKS:
+                    self._sleep_until_inline_request()
+                    idle_checks = 0
+                    continue
+            select.select([], [], [], STALL)
+
+    def _sleep_until_inline_request(self):
+        # Say we sleep, then look: _run_inline sets inline_since, then looks
+        # at _watcher_sleeping; whichever writes last, one sees the other.
+        self._wake_watcher.clear()
+        self._watcher_sleeping = True
+        if not self.inline_since and not self._closed:
+            self._wake_watcher.wait()
+        self._watcher_sleeping = False
+
+    def _accept_for_the_loop(self, since):
+        server = self._server
+        while (self.inline_since == since and not self._closed
+               and server._serve_loop.serving):
+            if (server._accepting_requests()
+                    and select.select([server], [], [], STALL)[0]):
+                server._handle_request_noblock()  # -> dispatch() -> a thread
+            else:
+                select.select([], [], [], STALL)
+
+    # -- closing -----------------------------------------------------------
+
+    def close(self, wait):
+        """Let the pooled threads and the watcher go; with wait, join the threads."""
+        self._closed = True
+        self._wake_watcher.set()
+        with self._lock:
+            threads = list(self._joinable)
+            for _ in range(self._pooled):
+                self._handoff.put((None, None))
+            self._pooled = 0
+        if wait:
+            for thread in threads:
+                thread.join()
