@@ -7,9 +7,10 @@ options make a threading server (a prefork worker, typically) cheaper:
   a pool that grows to the peak concurrency.  Starting a thread costs about
   100 microseconds; a hand-off costs a wake-up.
 * inline_quick_requests: while requests are quick (their recent average under
-  QUICK), the serve loop's own thread runs them, as a synchronous server
-  would: no hand-off, no wake-up, no thread contending for the GIL.  Slower
-  requests go to threads.  Should one inline request stall the loop (a slow
+  QUICK) and none is in flight, the serve loop's own thread runs the next
+  one, as a synchronous server would: no hand-off, no wake-up, no thread
+  contending for the GIL.  Otherwise requests go to threads, so that the
+  loop never waits behind busy request threads for the GIL.  Should one inline request stall the loop (a slow
   client, say) for STALL, a watcher thread accepts in the loop's place,
   handing requests to threads, until the loop's thread is back.
 """
@@ -48,9 +49,9 @@ class RequestThreads:
     # -- where a request runs --------------------------------------------
 
     def dispatch(self, request, client_address):
-        """Run a request: inline if quick and in the loop's thread, else in a thread."""
+        """Run a request: inline if quick, alone and in the loop's thread, else in a thread."""
         server = self._server
-        if (server.inline_quick_requests and self.average < QUICK
+        if (server.inline_quick_requests and not self.running and self.average < QUICK
                 and threading.current_thread() is not self._watcher):
             self._run_inline(request, client_address)
         else:
