@@ -33,11 +33,15 @@ class Contender:
         return [python] + [a.format(handler=handler, port=port) for a in self.args]
 
 
-def prefork(kind, workers):
+LISTENER_LABELS = {"exclusive": "", "poll": " (poll)", "reuseport": " (SO_REUSEPORT)"}
+
+
+def prefork(kind, workers, listener="exclusive"):
+    """listener: how workers share the port (see benchmarks.server.LISTENERS)."""
     label = "UDP" if kind == "udp" else kind
-    return Contender(f"prefork {label} {TIMES}{workers}", "prefork",
+    return Contender(f"prefork {label} {TIMES}{workers}{LISTENER_LABELS[listener]}", "prefork",
                      ("-m", "benchmarks.server", "prefork", kind, "{handler}", "{port}",
-                      str(workers)), workers)
+                      str(workers), listener), workers)
 
 
 def stdlib(kind):
@@ -85,9 +89,13 @@ HTTP_CONTENDERS = (
     *(gunicorn(n) for n in POOL_SIZES),
 )
 
+# How workers share the port: wake one (the default), wake all, SO_REUSEPORT.
+LISTENERS = ("exclusive", "poll", "reuseport")
+
 WORKLOADS = (
     Workload("a", "tiny", "tiny HTTP answer, one connection per request",
-             "tiny", "http", 50, f"prefork sync {TIMES}2", HTTP_CONTENDERS),
+             "tiny", "http", 50, f"prefork sync {TIMES}2",
+             HTTP_CONTENDERS + tuple(prefork("sync", 2, listener) for listener in LISTENERS[1:])),
     Workload("b", "cpu", "CPU-bound handler (~1 ms of Python per request)",
              "cpu", "http", 50, f"prefork sync {TIMES}2", HTTP_CONTENDERS),
     Workload("c", "slow", "slow handler (50 ms sleep), 200 concurrent clients",
@@ -99,6 +107,9 @@ WORKLOADS = (
     Workload("e", "echo", "long-lived TCP connections, 16-byte line echo",
              "echo", "echo", 50, f"prefork threading {TIMES}2",
              (stdlib("threading"), *(prefork("threading", n) for n in POOL_SIZES))),
+    Workload("f", "herd", "tiny HTTP answer, 2 clients: 8 mostly idle workers share the port",
+             "tiny", "http", 2, f"prefork sync {TIMES}8",
+             tuple(prefork("sync", 8, listener) for listener in LISTENERS)),
 )
 
 
