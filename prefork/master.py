@@ -527,6 +527,9 @@ class PreforkMixIn:
         # that those pages stay shared instead of being copied in each worker.
         gc.collect()
         gc.freeze()
+        # Signals wait until the child has its own handlers: a TERM sent to a
+        # worker just forked must not reach the master's handler in it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
         pid = os.fork()
         if pid == 0:
             try:
@@ -534,6 +537,7 @@ class PreforkMixIn:
                 WorkerProcess(self, worker, self._master_pid).run(self._scoreboard.slots)
             finally:
                 os._exit(1)  # run() never returns; never fall back into the master's loop
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
         worker.pid = pid
         self._workers[pid] = worker
         return worker

@@ -65,7 +65,7 @@ class WorkerProcess:
         self.server = server
         self.info = info
         self.master_pid = master_pid
-        self.pid = os.getpid()
+        self.pid = info.pid = os.getpid()
         self.slot = None
         self.in_request_child = False  # True in a ForkingMixIn child of this worker
         self.next_parent_check = 0.0
@@ -146,13 +146,19 @@ class WorkerProcess:
         log.debug("worker %s failed to boot", self.info.number, exc_info=error)
 
     def install_signals(self):
-        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
-            signal.signal(sig, signal.SIG_IGN)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, self.on_graceful_stop)
-        signal.signal(signal.SIGINT, self.on_quick_stop)
-        signal.signal(signal.SIGQUIT, self.on_quick_stop)
-        signal.signal(signal.SIGUSR1, self.on_reopen)
+        handlers = {
+            signal.SIGTERM: self.on_graceful_stop,
+            signal.SIGINT: self.on_quick_stop, signal.SIGQUIT: self.on_quick_stop,
+            signal.SIGUSR1: self.on_reopen,
+            signal.SIGCHLD: signal.SIG_DFL,
+            # the master's own
+            signal.SIGHUP: signal.SIG_IGN, signal.SIGTTIN: signal.SIG_IGN,
+            signal.SIGTTOU: signal.SIG_IGN, signal.SIGUSR2: signal.SIG_IGN,
+        }
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        # The master blocked them around the fork: any that came meanwhile arrive now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, handlers)
 
     # -- signal handlers: record, wake ----------------------------------------
 

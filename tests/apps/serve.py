@@ -43,6 +43,21 @@ class PidHTTPHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+HOOKS = ("on_starting", "pre_fork", "post_fork", "post_worker_init", "worker_exit",
+         "child_exit", "on_reload", "nworkers_changed", "on_exit")
+
+
+def tracing(cls, name):
+    """cls's hook `name`, printing one line whenever it is called."""
+    original = getattr(cls, name)
+
+    def hook(self, *args):
+        sys.stdout.write(" ".join(["HOOK", name, str(os.getpid()), *map(str, args)]) + "\n")
+        sys.stdout.flush()
+        return original(self, *args)
+    return hook
+
+
 def parse_args():
     parser = argparse.ArgumentParser()
     parser.add_argument("--family", default="tcp", choices=FAMILIES)
@@ -56,6 +71,8 @@ def parse_args():
     parser.add_argument("--boot-error", help="post_fork raises RuntimeError(TEXT)")
     parser.add_argument("--log-file")
     parser.add_argument("--control", help="a Unix socket; 'shutdown' calls server.shutdown()")
+    parser.add_argument("--trace-hooks", action="store_true",
+                        help='each hook prints "HOOK <name> <pid> <arguments>"')
     return parser.parse_args()
 
 
@@ -76,6 +93,10 @@ def build_class(args):
         def post_fork(self, worker):
             if boot_error:
                 raise RuntimeError(boot_error)
+
+    if args.trace_hooks:
+        for name in HOOKS:
+            setattr(TestServer, name, tracing(TestServer, name))
 
     return TestServer
 
