@@ -8,6 +8,7 @@ import http.client
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -121,3 +122,16 @@ def test_http_prefork_demo_serves_from_workers(spawn):
                     response.read())
     connection.close()
     assert server.stop(signal.SIGTERM) == 0
+
+
+def test_http_prefork_demo_port_in_use_is_one_clear_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "examples/http_prefork.py", "--port", str(port)],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+            timeout=20)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"http_prefork: cannot listen on 127.0.0.1:{port}: Address already in use"
