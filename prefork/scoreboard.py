@@ -13,7 +13,6 @@ from time import monotonic
 
 # Slot states.
 FREE, BOOTING, IDLE, BUSY, STOPPING = range(5)
-STATE_NAMES = {FREE: "free", BOOTING: "booting", IDLE: "idle", BUSY: "busy", STOPPING: "stopping"}
 
 ERROR_SIZE = 512
 
@@ -27,7 +26,6 @@ class Slot(ctypes.Structure):
         ("state", ctypes.c_int32),
         ("in_flight", ctypes.c_int32),   # requests being handled now
         ("requests", ctypes.c_uint64),   # requests handled since boot
-        ("booted", ctypes.c_double),     # when the worker finished booting
         ("heartbeat", ctypes.c_double),  # last turn of the worker's loop
         ("request_started", ctypes.c_double),  # oldest request in flight, 0: none
         ("error", ctypes.c_char * ERROR_SIZE),  # why the worker failed to boot

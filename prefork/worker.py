@@ -120,7 +120,6 @@ class WorkerProcess:
             share_listener(server)
         server.post_worker_init(info)
         self.slot.set_state(scoreboard.IDLE)
-        self.slot.slot.booted = self.slot.slot.heartbeat
         log.info("Booted worker %d (pid %d, generation %d)", info.number, self.pid, info.generation)
 
     def reload_handler(self):
