@@ -7,17 +7,11 @@ those names, else the docs' "localhost" and 9999.  Talks to
 tcp_uppercase_server.py or tcp_uppercase_stream_server.py.
 """
 
-import argparse
-import os
 import socket
 
-parser = argparse.ArgumentParser(description="Send words to the upper-casing TCP server.")
-parser.add_argument("--host", default=os.environ.get("HOST", "localhost"))
-parser.add_argument("--port", type=int, default=os.environ.get("PORT", 9999))
-parser.add_argument("words", nargs="*")
-args = parser.parse_args()
-HOST, PORT = args.host, args.port
-data = " ".join(args.words)
+from docs_address import client_address_and_message
+
+HOST, PORT, data = client_address_and_message("Send words to the upper-casing TCP server.")
 
 # Create a socket (SOCK_STREAM means a TCP socket)
 with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

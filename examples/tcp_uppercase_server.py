@@ -11,10 +11,8 @@ Once bound, the server prints "serving on ADDRESS:PORT"; Ctrl-C stops it.
 prefork must be importable: `pip install -e .`, or PYTHONPATH=. in the repository.
 """
 
-import argparse
-import os
-
 import prefork as socketserver
+from docs_address import announce, server_address
 
 
 class MyTCPHandler(socketserver.BaseRequestHandler):
@@ -36,15 +34,11 @@ class MyTCPHandler(socketserver.BaseRequestHandler):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Upper-casing TCP server.")
-    parser.add_argument("--host", default=os.environ.get("HOST", "localhost"))
-    parser.add_argument("--port", type=int, default=os.environ.get("PORT", 9999))
-    args = parser.parse_args()
-    HOST, PORT = args.host, args.port
+    HOST, PORT = server_address("Upper-casing TCP server.")
 
     # Create the server, binding to localhost on port 9999
     with socketserver.TCPServer((HOST, PORT), MyTCPHandler) as server:
-        print("serving on {}:{}".format(*server.server_address), flush=True)
+        announce(server)
         # Activate the server; this will keep running until you
         # interrupt the program with Ctrl-C
         server.serve_forever()

@@ -11,10 +11,8 @@ Once bound, the server prints "serving on ADDRESS:PORT"; Ctrl-C stops it.
 prefork must be importable: `pip install -e .`, or PYTHONPATH=. in the repository.
 """
 
-import argparse
-import os
-
 import prefork as socketserver
+from docs_address import announce, server_address
 
 
 class MyUDPHandler(socketserver.BaseRequestHandler):
@@ -34,12 +32,8 @@ class MyUDPHandler(socketserver.BaseRequestHandler):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Upper-casing UDP server.")
-    parser.add_argument("--host", default=os.environ.get("HOST", "localhost"))
-    parser.add_argument("--port", type=int, default=os.environ.get("PORT", 9999))
-    args = parser.parse_args()
-    HOST, PORT = args.host, args.port
+    HOST, PORT = server_address("Upper-casing UDP server.")
 
     with socketserver.UDPServer((HOST, PORT), MyUDPHandler) as server:
-        print("serving on {}:{}".format(*server.server_address), flush=True)
+        announce(server)
         server.serve_forever()
