@@ -5,7 +5,7 @@ module; the prefork layer adds PreforkMixIn on top of it.
 """
 
 from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
-from .master import PreforkMixIn, WorkerBootError
+from .master import ExitStatus, WorkerBootError
 from .mixins import (
     ForkingMixIn,
     ForkingTCPServer,
@@ -18,6 +18,7 @@ from .mixins import (
     ThreadingUnixDatagramServer,
     ThreadingUnixStreamServer,
 )
+from .preforkmixin import PreforkMixIn
 from .server import BaseServer, TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
 
 
@@ -39,6 +40,6 @@ __all__ = [
     "ThreadingUnixStreamServer", "ThreadingUnixDatagramServer",
     "BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler",
     # the prefork layer
-    "PreforkMixIn", "WorkerBootError",
+    "PreforkMixIn", "WorkerBootError", "ExitStatus",
     "PreforkTCPServer", "PreforkUDPServer", "PreforkUnixStreamServer", "PreforkUnixDatagramServer",
 ]

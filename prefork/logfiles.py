@@ -1,7 +1,10 @@
-"""The prefork logger, and log files that can be reopened after rotation (USR1)."""
+"""The prefork logger, log files that can be reopened after rotation (USR1), and
+how an error in the user's code is told in one line."""
 
 import logging
+import os
 import sys
+import traceback
 
 log = logging.getLogger("prefork")
 
@@ -34,3 +37,23 @@ def reopen():
         if old is not None:
             old.close()
     log.info("reopened log files")
+
+
+def describe_error(error):
+    """One line for an error raised in the user's code: the exception, then
+    where in the user's code -- file, line and the line itself -- as Python's
+    own traceback would show (for a SyntaxError, the file being compiled)."""
+    text = traceback.format_exception_only(type(error), error)[-1].strip()
+    if isinstance(error, SyntaxError) and error.filename:
+        source = (error.text or "").strip()
+        return f"{text} (at {error.filename}, line {error.lineno}: {source})"
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if not frame.filename.startswith("<frozen") and not _in_prefork(frame.filename)]
+    if frames:
+        where = frames[-1]
+        return f"{text} (at {where.filename}, line {where.lineno}: {where.line})"
+    return text
+
+
+def _in_prefork(filename):
+    return os.path.dirname(os.path.abspath(filename)) == os.path.dirname(os.path.abspath(__file__))

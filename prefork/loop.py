@@ -60,8 +60,7 @@ class _Poller:
 class ServeLoop:
     """Run a server's request loop until stop(), from any thread or signal handler."""
 
-    def __init__(self, wake_one=False):
-        self.wake_one = wake_one
+    def __init__(self):
         self._waker = None
         self._stop_requested = False
         self._stopped = threading.Event()  # as the stdlib: stop() waits for a run
@@ -74,12 +73,18 @@ class ServeLoop:
             self._waker = LoopWaker()
         return self._waker
 
-    def run(self, server, poll_interval=0.5):
-        """Serve until stop(): one request and one service_actions() a turn."""
+    def run(self, server, poll_interval=0.5, wake_one=False):
+        """Serve until stop(): one request and one service_actions() a turn.
+
+        wake_one: the listener is shared with other processes, each woken
+        alone for a connection (EPOLLEXCLUSIVE).  Such a wake-up is this
+        process's alone: a stop that comes with it still takes that request,
+        or nobody else would be woken for it.
+        """
         self._stopped.clear()
         self._thread = threading.get_ident()
         waker = self.waker
-        poller = _Poller(self.wake_one)
+        poller = _Poller(wake_one)
         accepting = getattr(server, "_accepting_requests", lambda: True)
         batch = getattr(server, "_accept_batch", 1)
         try:
@@ -96,6 +101,8 @@ class ServeLoop:
                 ready = poller.wait(poll_interval)
                 # stop() during the wait: leave before taking another request.
                 if self._stop_requested:
+                    if wake_one and listener in ready:
+                        server._handle_request_noblock()
                     break
                 for fd in ready:
                     if fd != listener:

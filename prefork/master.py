@@ -1,577 +1,482 @@
-"""PreforkMixIn: bind once in the master, pre-fork workers, supervise them.
+"""The master role: fork the workers and supervise them, in one loop.
 
-    class Server(PreforkMixIn, ThreadingMixIn, TCPServer):
-        workers = 4
+The server's constructor has bound and listened, as socketserver does.
+serve_forever() then runs the server's serve loop in the master -- which
+never accepts -- and each turn (service_actions) is nginx's cycle:
 
-    with Server(("127.0.0.1", 8000), Handler) as server:
-        server.serve_forever()
+    reap       collect exited workers
+    watch      read each worker's slot once: its lifecycle, timeouts, limits
+    dispatch   the commands that signal handlers recorded (handle_<name>)
+    reload     advance a reload in progress
+    keep       the wanted number of workers of the current generation
 
-The constructor binds and listens as usual.  serve_forever() then runs, in the
-master, a loop that never accepts: signal handlers only record the signal and
-wake it, and service_actions() does all the work every turn -- dispatch the
-recorded signals, reap exited workers, enforce the scoreboard's timeouts and
-limits, and keep the right number of workers of the current generation.  Each
-worker runs the next class's serve loop on the inherited listener
-(see worker.py).
+Signal handlers only record a command and wake the loop; a control socket's
+commands will enter the same queue and run the same handle_<name> methods.
 
 Signals to the master:
   TERM        graceful stop: workers finish their requests (graceful_timeout)
-  INT, QUIT   quick stop
-  HUP         reload: a new generation of workers, the old one retired once
-              the new one is ready (the handler's module is re-imported
-              unless preload_app)
-  TTIN, TTOU  one worker more, one fewer
+  INT, QUIT   quick stop -- also during a graceful stop, which they cut short
+  HUP         reload: a new generation of workers; the old one is retired once
+              the new one serves (its handler module re-imported unless preload_app)
+  TTIN, TTOU  one worker more (up to max_workers), one fewer (down to 1)
   USR1        reopen log files, in the master and every worker
   CHLD        a worker exited: reaped on the next turn
+During a stop, HUP, TTIN, TTOU and a second TERM are logged and ignored.
+
+After server_close(), exit_status says how the stop went (ExitStatus).
+
+The longest module (~480 lines), on purpose: the master's whole cycle --
+commands, stop, watching, reload, pool -- reads top to bottom in one place,
+as nginx's does.  What stands on its own is beside it: commands.py (the
+queue), pool.py (what is known of each worker, and its timeouts), worker.py
+(the fork and the worker's life).
 """
 
-import gc
+import enum
 import logging
-import math
 import os
-import random
 import select
 import signal
-import socket
-import threading
 from time import monotonic
 
-from . import logfiles, scoreboard
-from .listeners import default_backlog, format_address
-from .loop import ServeLoop
+from . import logfiles
+from .commands import SIGNALS, CommandQueue
+from .connections import StopEvent
+from .listeners import format_address
+from .pool import Lifecycle, Pool, Retire, WorkerRecord
 from .proctitle import set_title
-from .worker import WorkerInfo, WorkerProcess
+from .scoreboard import Scoreboard
+from .worker import Worker, WorkerInfo, fork_worker
 
 log = logging.getLogger("prefork")
 
-MASTER_SIGNALS = {
-    signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGQUIT: "quit",
-    signal.SIGHUP: "hup", signal.SIGTTIN: "ttin", signal.SIGTTOU: "ttou",
-    signal.SIGUSR1: "usr1", signal.SIGCHLD: "chld",
-}
+MAX_BOOT_BACKOFF = 10.0  # seconds, the longest wait between failed boots
 
-MEMORY_CHECK_INTERVAL = 1.0   # seconds between psutil looks at workers' memory
-MAX_BOOT_BACKOFF = 10.0       # seconds, the longest wait between failed boots
+
+class StopMode(enum.Enum):
+    GRACEFUL = "graceful"  # workers finish their requests
+    QUICK = "quick"        # workers leave at once
+
+
+class ExitStatus(enum.IntEnum):
+    """How the master's stop went: server.exit_status, for the process's exit code."""
+
+    OK = 0          # every worker stopped by itself
+    KILLED = 1      # some worker had to be SIGKILLed when graceful_timeout ran out
+    BOOT_ERROR = 3  # workers could not boot (serve_forever() raised WorkerBootError)
 
 
 class WorkerBootError(RuntimeError):
     """No worker could boot: raised by serve_forever() in the master."""
 
 
-class PreforkMixIn:
-    """Mix-in that runs a server as a master and pre-forked workers.
+class Master:
+    """The role of the master process: PreforkMixIn hands it its overrides.
 
-    Put it first: class S(PreforkMixIn, ThreadingMixIn, TCPServer).  Works
-    over prefork's servers and over the standard library's (for example
-    http.server.ThreadingHTTPServer).  Each setting is a class attribute,
-    overridable per instance or as a keyword argument of the constructor.
+    server is the PreforkMixIn server; framework, the same server as the
+    class after PreforkMixIn sees it (super()).  The number of workers
+    wanted is server.workers, which TTIN and TTOU change.
     """
 
-    workers = os.cpu_count() or 1
-    graceful_timeout = 30.0     # a stopping worker is killed after this
-    boot_timeout = 30.0         # a worker must be ready within this
-    liveness_timeout = 30.0     # an idle worker's loop must turn within this
-    request_timeout = None      # a request may run this long, then its worker is killed
-    max_requests = 0            # recycle a worker after this many requests (0: never)
-    max_requests_jitter = 0     # ... plus randint(0, jitter), so they do not all go at once
-    max_worker_memory = None    # recycle a worker whose RSS passes this many bytes
-    max_worker_age = None       # recycle a worker older than this many seconds
-    boot_attempts = 5           # consecutive failed boots before giving up
-    preload_app = False         # False: a reload re-imports the handler's module
-    exclusive_accept = True     # wake one worker per connection (Linux EPOLLEXCLUSIVE)
-    reuse_port = False          # a SO_REUSEPORT listener per worker (TCP only)
-    proc_name = "prefork"
-    request_queue_size = default_backlog()
-    block_on_close = True       # server_close() waits for the workers to finish
-    reuse_threads = True        # ThreadingMixIn workers keep their request threads,
-    inline_quick_requests = True  # ... and run quick requests in the loop's thread
+    info = None  # (a worker's role says which worker it is)
 
-    SETTINGS = ("workers", "graceful_timeout", "boot_timeout", "liveness_timeout",
-                "request_timeout", "max_requests", "max_requests_jitter",
-                "max_worker_memory", "max_worker_age", "boot_attempts", "preload_app",
-                "exclusive_accept", "reuse_port", "proc_name", "request_queue_size",
-                "block_on_close", "reuse_threads", "inline_quick_requests")
+    def __init__(self, server, framework):
+        self.server = server
+        self.framework = framework
+        self.pool = Pool()
+        self.commands = CommandQueue(wake=lambda: server._serve_loop.wake())
+        self.stopping = StopEvent()
+        self.stop_mode = None
+        self.exit_status = ExitStatus.OK
+        self.generation = 1
+        self.reload = None            # a Reload in progress
+        self.boot_failures = 0        # in a row
+        self.spawn_not_before = 0.0   # back-off after a failed boot
+        self.boot_error = None
+        self.scoreboard = None
+        self.poll_interval = 0.5
+        self.pid = None
+        self.waiting_for_room = False
 
-    def __init__(self, *args, **kwargs):
-        for name in self.SETTINGS:
-            if name in kwargs:
-                setattr(self, name, kwargs.pop(name))
-        if self.reuse_port:
-            if self.socket_type != socket.SOCK_STREAM or self.address_family == socket.AF_UNIX:
-                raise ValueError("reuse_port needs a TCP server")
-            self.allow_reuse_port = True
-        if (self.socket_type == socket.SOCK_STREAM and self.address_family != socket.AF_UNIX
-                and _default_of_the_framework(type(self), "allow_reuse_address")):
-            # As gunicorn: a restarted master can bind the port at once, despite
-            # the TIME_WAIT connections its workers closed -- unless the application
-            # chose otherwise (TCP only: over UDP, SO_REUSEADDR shares the port).
-            self.allow_reuse_address = True
-        self._worker = None            # this process's WorkerProcess, in a worker
-        self._workers = {}             # pid -> WorkerInfo, in the master
-        self._pending_signals = []
-        self._generation = self._loaded_generation = 1
-        self._stopping = None          # None, "graceful" or "quick"
-        self._boot_failures = 0
-        self._boot_error = None
-        self._spawn_not_before = 0.0
-        self._next_memory_check = 0.0
-        self._scoreboard = None
-        self._saved_handlers = {}
-        self._poll_interval = 0.5
-        self._unix_path = None         # a socket file this master bound, removed on close
-        super().__init__(*args, **kwargs)
-        if not hasattr(self, "_serve_loop"):  # a server class of the standard library
-            self._serve_loop = ServeLoop()
+    # -- PreforkMixIn's overrides, in the master ---------------------------------
 
-    @property
-    def current_worker(self):
-        """In a worker, its WorkerInfo (number, pid, generation); None in the master."""
-        return self._worker.info if self._worker is not None else None
-
-    def server_bind(self):
-        super().server_bind()
-        if self.address_family == socket.AF_UNIX and isinstance(self.server_address, str):
-            self._unix_path = self.server_address
-
-    def server_activate(self):
-        """Listen -- except with reuse_port, where each worker listens on its own."""
-        if not self.reuse_port:
-            super().server_activate()
-
-    # -- hooks: override to taste (gunicorn's names) --------------------------
-
-    def on_starting(self):
-        """In the master, before the first workers are forked."""
-
-    def when_ready(self):
-        """In the master, once listening with the first workers forked."""
-
-    def pre_fork(self, worker):
-        """In the master, just before a worker is forked."""
-
-    def post_fork(self, worker):
-        """In the worker, just after the fork."""
-
-    def post_worker_init(self, worker):
-        """In the worker, when it is about to serve."""
-
-    def worker_exit(self, worker):
-        """In the worker, just before it exits."""
-
-    def child_exit(self, worker):
-        """In the master, once an exited worker has been reaped."""
-
-    def on_reload(self):
-        """In the master, on HUP, before the new generation is forked."""
-
-    def nworkers_changed(self, new_value, old_value):
-        """In the master, when TTIN/TTOU change the number of workers."""
-
-    def on_exit(self):
-        """In the master, once every worker has stopped."""
-
-    # -- the serve loop, per role ---------------------------------------------
-
-    def serve_forever(self, poll_interval=0.5):
-        """In the master: supervise workers until shutdown() or a stop signal.
-
-        Raises WorkerBootError if workers keep failing to boot.
-        """
-        self._poll_interval = poll_interval
-        self._start_master()
+    def serve_forever(self, poll_interval):
+        self.start(poll_interval)
         try:
-            self._serve_loop.run(self, poll_interval)
+            self.server._serve_loop.run(self.server, poll_interval)
         finally:
-            if not self._stopping:  # the loop failed: do not leave workers behind
-                self._begin_stop("quick")
-            self._restore_signals(keep=(signal.SIGCHLD,))
-        if self._boot_error:
-            raise WorkerBootError(self._boot_error)
+            if self.stop_mode is None:  # the loop failed: leave no worker behind
+                self.begin_stop(StopMode.QUICK)
+        if self.boot_error:
+            raise WorkerBootError(self.boot_error)
 
     def shutdown(self):
         """Stop gracefully, as TERM does; from another thread, wait for the loop."""
-        if self._worker is not None:
-            self._serve_loop.stop()  # a handler asking its own worker to stop
-            return
-        self._pending_signals.append(signal.SIGTERM)
-        self._serve_loop.wake()
-        self._serve_loop.wait_stopped()
+        self.commands.record("term")
+        self.server._serve_loop.wait_stopped()
 
     def service_actions(self):
-        if self._worker is not None:
-            self._worker.service_actions()
-            super().service_actions()
+        self.reap()
+        self.watch_workers()  # first: commands act on what the workers are now
+        self.commands.dispatch(self)
+        if self.stop_mode:
             return
-        self._dispatch_signals()
-        if self._stopping:
-            return
-        self._reap_workers()
-        self._check_workers()
-        self._manage_workers()
+        self.advance_reload()
+        self.keep_pool()
 
-    def _accepting_requests(self):
-        if self._worker is None:
-            return False  # the master never accepts
-        accepting = getattr(super(), "_accepting_requests", None)
-        return accepting() if accepting else True
+    def accepting_requests(self):
+        return False  # the master never accepts: its workers do
 
     def process_request(self, request, client_address):
-        worker = self._worker
-        if worker is not None:
-            worker.accepted += 1  # (the loop and the watcher of threads.py may race: >=)
-            if worker.max_requests and worker.accepted >= worker.max_requests:
-                worker.recycle()
-        super().process_request(request, client_address)
+        self.framework.process_request(request, client_address)  # handle_request() in the master
 
     def finish_request(self, request, client_address):
-        worker = self._worker
-        if worker is None:
-            return super().finish_request(request, client_address)
-        if worker.in_request_child:
-            # A ForkingMixIn child: bounded by an alarm instead of the scoreboard.
-            if self.request_timeout:
-                signal.alarm(math.ceil(self.request_timeout))
-            return super().finish_request(request, client_address)
-        token = worker.slot.request_begins()
-        try:
-            super().finish_request(request, client_address)
-        finally:
-            worker.slot.request_ends(token)
+        self.framework.finish_request(request, client_address)
 
     def server_close(self):
-        """Close the listener; in the master, wait for the workers (block_on_close)."""
-        if self._worker is not None:
-            return super().server_close()
-        super().server_close()
-        if self._workers and not self._stopping:
-            self._begin_stop("graceful")
-        if self.block_on_close:
-            self._wait_for_workers()
-        if self._unix_path:
-            try:
-                os.unlink(self._unix_path)
-            except OSError:
-                pass
-            self._unix_path = None
-        self._restore_signals()
-        if self._scoreboard is not None and not self._workers:
-            self._scoreboard.close()
-            self._scoreboard = None
-        if self._stopping:
-            self.on_exit()
+        """Close the listener; with block_on_close, wait for every worker first."""
+        if len(self.pool) and self.stop_mode is None:
+            self.begin_stop(StopMode.GRACEFUL)
+        if self.server.block_on_close:
+            self.wait_for_workers()
+        self.framework.server_close()
+        self.commands.restore_signals()
+        if self.scoreboard is not None and not len(self.pool):
+            self.scoreboard.close()
+            self.scoreboard = None
+        if self.stop_mode:
+            self.server.on_exit()
+        self.stopping.close()
 
-    def _close_in_worker(self):
-        """The next class's server_close(): its threads or children, per block_on_close."""
-        super().server_close()
+    # -- start ----------------------------------------------------------------
 
-    def _worker_max_requests(self):
-        if not self.max_requests:
-            return 0
-        return self.max_requests + random.randint(0, self.max_requests_jitter)
-
-    # -- the master -----------------------------------------------------------
-
-    def _start_master(self):
+    def start(self, poll_interval):
+        server = self.server
         logfiles.configure_default_logging()
-        self._master_pid = os.getpid()
-        self._target = self.workers
-        self._scoreboard = scoreboard.Scoreboard(max(64, 4 * self.workers))
-        self._install_signals()
-        set_title(self, "master")
-        log.info("Starting prefork master (pid %d)", self._master_pid)
-        log.info("Listening at: %s (%d)", format_address(self.server_address), self._master_pid)
-        self.on_starting()
-        self._manage_workers()
-        self.when_ready()
+        self.pid = os.getpid()
+        self.poll_interval = poll_interval
+        # Two generations side by side during a reload, at the most workers.
+        self.scoreboard = Scoreboard(2 * server.max_workers)
+        self.commands.install_signals()
+        set_title(server, "master")
+        log.info("Starting prefork master (pid %d)", self.pid)
+        log.info("Listening at: %s (%d)", format_address(server.server_address), self.pid)
+        if server._removed_stale_socket:  # (at construction, before logging was set up)
+            log.info("Removed stale socket file %s", server._removed_stale_socket)
+        self.warn_if_not_reloadable()
+        server.on_starting()
+        self.keep_pool()
+        server.when_ready()
 
-    def _install_signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            log.info("master not in the main thread: no signal handling")
-            return
-        for sig in MASTER_SIGNALS:
-            self._saved_handlers[sig] = signal.signal(sig, self._record_signal)
+    def warn_if_not_reloadable(self):
+        handler = self.server.RequestHandlerClass
+        if getattr(handler, "__module__", None) == "__main__" and not self.server.preload_app:
+            log.warning("The handler %s is defined in the script itself (__main__): a reload "
+                        "(HUP) starts new workers but cannot load new code for it; define it "
+                        "in an importable module to reload its code", handler.__qualname__)
 
-    def _restore_signals(self, keep=()):
-        for sig in list(self._saved_handlers):
-            if sig not in keep:
-                signal.signal(sig, self._saved_handlers.pop(sig))
-
-    def _record_signal(self, signum, frame):
-        """The master's signal handler: record, wake the loop, nothing more."""
-        if signum != signal.SIGCHLD or signum not in self._pending_signals:
-            self._pending_signals.append(signum)
-        self._serve_loop.wake()
-
-    def _dispatch_signals(self):
-        while self._pending_signals:
-            signum = self._pending_signals.pop(0)
-            getattr(self, "handle_" + MASTER_SIGNALS[signum])()
+    # -- commands: recorded by signal handlers, dispatched here (commands.py) ----------
 
     def handle_term(self):
-        self._begin_stop("graceful")
+        if self.stop_mode:
+            log.info("Already stopping (%s): TERM ignored", self.stop_mode.value)
+        else:
+            self.begin_stop(StopMode.GRACEFUL)
 
     def handle_int(self):
-        self._begin_stop("quick")
+        self.begin_stop(StopMode.QUICK)
 
     handle_quit = handle_int
 
     def handle_hup(self):
-        log.info("Reloading: starting generation %d", self._generation + 1)
-        self.on_reload()
-        self._generation += 1
-        for worker in self._workers.values():
-            if worker.retiring is None:
-                worker.retiring = "reload"  # TERM once the new generation is ready
-        self._manage_workers()
+        if not self.ignored_while_stopping("HUP"):
+            self.start_reload()
 
     def handle_ttin(self):
-        self._set_target(self._target + 1)
+        if self.ignored_while_stopping("TTIN"):
+            return
+        if self.server.workers >= self.server.max_workers:
+            log.warning("TTIN ignored: already at max_workers (%d)", self.server.max_workers)
+        else:
+            self.set_workers(self.server.workers + 1)
 
     def handle_ttou(self):
-        self._set_target(max(1, self._target - 1))
+        if self.ignored_while_stopping("TTOU"):
+            return
+        if self.server.workers <= 1:
+            log.warning("TTOU ignored: one worker is the fewest")
+        else:
+            self.set_workers(self.server.workers - 1)
 
     def handle_usr1(self):
         logfiles.reopen()
-        for worker in self._workers.values():
-            self._signal(worker, signal.SIGUSR1)
+        for record in self.pool:
+            _signal(record.pid, signal.SIGUSR1)
 
     def handle_chld(self):
-        """Nothing to do here: every turn reaps."""
+        """Nothing more: every turn reaps."""
 
-    def _set_target(self, count):
-        old, self._target = self._target, count
-        if count != old:
-            log.info("Number of workers: %d -> %d", old, count)
-            self.nworkers_changed(count, old)
-            self._manage_workers()
+    def ignored_while_stopping(self, name):
+        if self.stop_mode:
+            log.info("Stopping (%s): %s ignored", self.stop_mode.value, name)
+        return self.stop_mode is not None
 
-    def _begin_stop(self, mode):
-        """Stop accepting everywhere; TERM (graceful) or QUIT (quick) the workers."""
-        if self._stopping == "quick" or self._stopping == mode:
+    def set_workers(self, count):
+        old, self.server.workers = self.server.workers, count
+        log.info("Number of workers: %d -> %d", old, count)
+        self.server.nworkers_changed(count, old)
+        self.keep_pool()
+
+    # -- stopping -------------------------------------------------------------
+
+    def begin_stop(self, mode):
+        """Stop serving: TERM (graceful) or QUIT (quick) every worker.  A quick
+        stop cuts a graceful one short; nothing undoes a quick one."""
+        if self.stop_mode is StopMode.QUICK or self.stop_mode is mode:
             return
-        self._stopping = mode
-        log.info("Stopping (%s)", mode)
-        sig = signal.SIGTERM if mode == "graceful" else signal.SIGQUIT
-        for worker in self._workers.values():
-            self._signal(worker, sig)
-        self._serve_loop.request_stop()
+        log.info("Stopping (%s)", mode.value)
+        self.stop_mode = mode
+        self.stopping.set()
+        sig = signal.SIGTERM if mode is StopMode.GRACEFUL else signal.SIGQUIT
+        for record in self.pool:
+            record.retire = record.retire or Retire.STOP
+            self.ask_to_stop(record, sig)
+        self.server._serve_loop.request_stop()
 
-    def _signal(self, worker, sig):
-        if sig in (signal.SIGTERM, signal.SIGQUIT):
-            worker.signalled_at = worker.signalled_at or monotonic()
-        try:
-            os.kill(worker.pid, sig)
-        except ProcessLookupError:
-            pass
+    def wait_for_workers(self):
+        """Reap every worker; SIGKILL the rest when graceful_timeout runs out.
 
-    def _kill(self, worker, reason):
-        log.error("Killing worker %d (pid %d): %s", worker.number, worker.pid, reason)
-        worker.killed_for = reason
-        self._signal(worker, signal.SIGKILL)
-
-    # reaping
-
-    def _reap_workers(self):
-        """Collect every exited worker of ours (never anyone else's children)."""
-        for pid, worker in list(self._workers.items()):
-            try:
-                reaped, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                reaped, status = pid, 0
-            if reaped:
-                self._worker_exited(worker, status)
-
-    def _worker_exited(self, worker, status):
-        del self._workers[worker.pid]
-        slot = self._scoreboard.slots[worker.slot_index]
-        how = _describe_exit(status)
-        never_booted = slot.state == scoreboard.BOOTING
-        if worker.killed_for:
-            log.warning("Worker %d (pid %d) %s", worker.number, worker.pid, how)
-            if never_booted:
-                self._boot_failed(worker, worker.killed_for)
-        elif never_booted and not self._stopping and worker.retiring is None:
-            self._boot_failed(worker, slot.error.decode("utf-8", "replace") or how)
-        elif worker.retiring or self._stopping or status == 0:
-            log.info("Worker %d (pid %d) %s", worker.number, worker.pid, how)
-        else:
-            log.error("Worker %d (pid %d) %s unexpectedly", worker.number, worker.pid, how)
-        self._scoreboard.release(worker.slot_index)
-        self.child_exit(worker)
-
-    def _boot_failed(self, worker, error):
-        """Back off; after boot_attempts in a row, give up -- the reload, or the master."""
-        self._boot_failures += 1
-        if self._boot_failures == 1:
-            log.error("Worker %d (pid %d) failed to boot: %s", worker.number, worker.pid, error)
-        else:
-            log.warning("Worker %d failed to boot again (%d of %d attempts)",
-                        worker.number, self._boot_failures, self.boot_attempts)
-        if self._boot_failures < self.boot_attempts:
-            delay = min(0.1 * 2 ** (self._boot_failures - 1), MAX_BOOT_BACKOFF)
-            self._spawn_not_before = monotonic() + delay
-            return
-        self._boot_failures = 0
-        if any(w.retiring == "reload" and w.signalled_at is None for w in self._workers.values()):
-            self._abort_reload(error)
-        elif not any(self._ready(w) for w in self._workers.values()):
-            self._boot_error = (f"worker failed to boot {self.boot_attempts} times "
-                                f"in a row: {error}")
-            log.error("Giving up: %s", self._boot_error)
-            self._begin_stop("quick")
-        else:
-            self._spawn_not_before = monotonic() + MAX_BOOT_BACKOFF
-
-    def _abort_reload(self, error):
-        """The new generation cannot boot: keep the old one serving, as nginx does."""
-        for worker in list(self._workers.values()):
-            if worker.retiring == "reload":
-                worker.retiring = None
-            elif worker.generation == self._generation and not self._ready(worker):
-                self._kill(worker, "its generation failed to boot")
-        self._generation = max(w.generation for w in self._workers.values()
-                               if not w.killed_for)
-        log.error("Reload failed, keeping generation %d: %s", self._generation, error)
-
-    # health
-
-    def _ready(self, worker):
-        return self._scoreboard.slots[worker.slot_index].state not in (
-            scoreboard.FREE, scoreboard.BOOTING)
-
-    def _check_workers(self):
-        """Enforce the scoreboard's timeouts and the recycling limits."""
-        now = monotonic()
-        check_memory = self.max_worker_memory and now >= self._next_memory_check
-        if check_memory:
-            self._next_memory_check = now + MEMORY_CHECK_INTERVAL
-        for worker in list(self._workers.values()):
-            if worker.killed_for:
-                continue
-            slot = self._scoreboard.slots[worker.slot_index]
-            state = slot.state
-            if state == scoreboard.BOOTING:
-                if now - worker.born > self.boot_timeout:
-                    self._kill(worker, f"did not boot within {self.boot_timeout}s")
-                continue
-            if not worker.ready:
-                worker.ready = True
-                self._boot_failures = 0  # a worker booted: any crash loop is over
-            if state == scoreboard.STOPPING and worker.retiring is None:
-                worker.retiring = "stopping on its own"  # e.g. max_requests
-                worker.signalled_at = now
-            if worker.signalled_at and now - worker.signalled_at > self.graceful_timeout:
-                self._kill(worker, f"still running {self.graceful_timeout}s after being asked to stop")
-            elif state == scoreboard.IDLE and now - slot.heartbeat > self.liveness_timeout:
-                self._kill(worker, f"no heartbeat for {now - slot.heartbeat:.1f}s")
-            elif (self.request_timeout and slot.request_started
-                    and now - slot.request_started > self.request_timeout):
-                self._kill(worker, f"a request ran {now - slot.request_started:.1f}s, "
-                                   f"past request_timeout ({self.request_timeout}s)")
-            elif worker.retiring is None:
-                if self.max_worker_age and now - worker.born > self.max_worker_age:
-                    self._retire(worker, f"older than max_worker_age ({self.max_worker_age}s)")
-                elif check_memory:
-                    self._check_memory(worker)
-
-    def _check_memory(self, worker):
-        import psutil  # only with max_worker_memory: 2 MiB that every worker would carry
-
-        try:
-            rss = psutil.Process(worker.pid).memory_info().rss
-        except psutil.Error:
-            return
-        if rss > self.max_worker_memory:
-            self._retire(worker, f"RSS {rss >> 20} MiB, past max_worker_memory "
-                                 f"({self.max_worker_memory >> 20} MiB)")
-
-    def _retire(self, worker, reason, at_once=False):
-        """Replace a worker: TERM it once its replacement is ready (or now)."""
-        log.info("Retiring worker %d (pid %d): %s", worker.number, worker.pid, reason)
-        worker.retiring = reason
-        if at_once:
-            self._signal(worker, signal.SIGTERM)
-
-    # the pool
-
-    def _manage_workers(self):
-        """Keep self._target workers of the current generation; retire the rest."""
-        if self._stopping:
-            return
-        live = sorted((w for w in self._workers.values() if w.retiring is None),
-                      key=lambda w: w.born)
-        for worker in live[:max(0, len(live) - self._target)]:
-            self._retire(worker, "fewer workers wanted", at_once=True)
-        live = live[max(0, len(live) - self._target):]
-        booting = sum(not self._ready(w) for w in live)
-        while (len(live) < self._target and monotonic() >= self._spawn_not_before
-               and not (self._boot_failures and booting)):
-            worker = self._spawn_worker()
-            if worker is None:
-                break
-            live.append(worker)
-            booting += 1
-        if len(live) >= self._target and all(self._ready(w) for w in live):
-            for worker in list(self._workers.values()):
-                if worker.retiring and worker.signalled_at is None:
-                    self._signal(worker, signal.SIGTERM)
-
-    def _spawn_worker(self):
-        index = self._scoreboard.claim(self._generation)
-        if index is None:
-            log.error("No free scoreboard slot (%d): not forking", self._scoreboard.capacity)
-            return None
-        worker = WorkerInfo(index + 1, self._generation, monotonic())
-        self.pre_fork(worker)
-        # Keep the garbage collectors of workers off the master's objects, so
-        # that those pages stay shared instead of being copied in each worker.
-        gc.collect()
-        gc.freeze()
-        # Signals wait until the child has its own handlers: a TERM sent to a
-        # worker just forked must not reach the master's handler in it.
-        signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                self._pending_signals.clear()
-                WorkerProcess(self, worker, self._master_pid).run(self._scoreboard.slots)
-            finally:
-                os._exit(1)  # run() never returns; never fall back into the master's loop
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
-        worker.pid = pid
-        self._workers[pid] = worker
-        return worker
-
-    def _wait_for_workers(self):
-        """Reap every worker; SIGKILL those still running after graceful_timeout.
-
-        SIGCHLD (still handled after the loop) wakes the wait at each exit.
+        Signals still count meanwhile: INT or QUIT make the stop quick; a
+        worker's exit (SIGCHLD) wakes the wait.
         """
-        waker = self._serve_loop.waker
+        waker = self.server._serve_loop.waker
         while True:
-            self._reap_workers()
-            if not self._workers:
+            self.commands.dispatch(self)
+            self.reap()
+            if not len(self.pool):
                 return
             now = monotonic()
-            deadline = self.graceful_timeout + min(
-                w.signalled_at or now for w in self._workers.values())
+            deadline = self.server.graceful_timeout + min(
+                record.asked_at or now for record in self.pool)
             if now >= deadline:
-                for worker in list(self._workers.values()):
-                    if not worker.killed_for:
-                        self._kill(worker, f"did not stop within {self.graceful_timeout}s")
-                for pid, worker in list(self._workers.items()):
-                    _, status = os.waitpid(pid, 0)
-                    self._worker_exited(worker, status)
-                return
-            if select.select([waker], [], [], min(deadline - now, self._poll_interval))[0]:
+                self.kill_the_rest()
+            elif select.select([waker], [], [], min(deadline - now, self.poll_interval))[0]:
                 waker.drain()
 
+    def kill_the_rest(self):
+        for record in self.pool:
+            if record.state is not Lifecycle.KILLED:
+                self.kill(record, f"did not stop within {self.server.graceful_timeout}s")
+        self.exit_status = max(self.exit_status, ExitStatus.KILLED)
+        for record in self.pool:
+            _, status = os.waitpid(record.pid, 0)
+            self.worker_exited(record, status)
 
-def _default_of_the_framework(cls, name):
-    """Whether cls gets attribute `name` from socketserver itself (prefork's or the
-    stdlib's), rather than from a class of the application."""
-    owner = next(c for c in cls.__mro__ if name in vars(c))
-    return owner.__module__ in ("prefork.server", "socketserver")
+    # -- workers: ask, kill, reap ---------------------------------------------------
+
+    def ask_to_stop(self, record, sig=signal.SIGTERM):
+        if record.state is Lifecycle.KILLED:
+            return
+        record.state = Lifecycle.STOPPING
+        record.asked_at = record.asked_at or monotonic()
+        _signal(record.pid, sig)
+
+    def kill(self, record, reason):
+        """SIGKILL a worker and its process group (its ForkingMixIn children)."""
+        log.error("Killing worker %d (pid %d): %s", record.info.number, record.pid, reason)
+        record.killed_for = reason
+        record.state = Lifecycle.KILLED
+        try:
+            os.killpg(record.pid, signal.SIGKILL)
+        except OSError:
+            _signal(record.pid, signal.SIGKILL)  # not its group leader yet
+
+    def retire(self, record, why, detail, at_once=False):
+        """Want a worker gone: asked to stop once its replacement serves (or now)."""
+        log.info("Retiring worker %d (pid %d): %s", record.info.number, record.pid, detail)
+        record.retire = why
+        if at_once:
+            self.ask_to_stop(record)
+
+    def reap(self):
+        """Collect every exited worker of ours (never anyone else's children)."""
+        for record in self.pool:
+            try:
+                pid, status = os.waitpid(record.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = record.pid, 0
+            if pid:
+                self.worker_exited(record, status)
+
+    def worker_exited(self, record, status):
+        self.pool.remove(record)
+        view = self.scoreboard.read(record.slot)
+        self.scoreboard.release(record.slot)
+        name = f"Worker {record.info.number} (pid {record.pid})"
+        how = _describe_exit(status)
+        if not view.booted and record.retire is None and not self.stop_mode:
+            self.boot_failed(view.error or record.killed_for or f"it {how}")
+        elif record.killed_for:
+            log.warning("%s %s", name, how)
+        elif record.retire or status == 0:
+            log.info("%s %s", name, how)
+        else:
+            log.error("%s %s unexpectedly", name, how)
+        self.server.child_exit(record.info)
+
+    def boot_failed(self, error):
+        """Back off; after boot_attempts in a row, give up: the reload, or the master."""
+        self.boot_failures += 1
+        attempts = self.server.boot_attempts
+        if self.boot_failures == 1:
+            log.error("Worker failed to boot (attempt 1 of %d): %s", attempts, error)
+        else:
+            log.warning("Worker failed to boot again (attempt %d of %d)",
+                        self.boot_failures, attempts)
+        if self.boot_failures < attempts:
+            self.spawn_not_before = monotonic() + min(
+                0.1 * 2 ** (self.boot_failures - 1), MAX_BOOT_BACKOFF)
+            return
+        self.boot_failures = 0
+        if self.reload is not None:
+            self.abort_reload(error)
+        elif not self.pool.any_serving():
+            self.boot_error = f"worker failed to boot {attempts} times in a row: {error}"
+            log.error("Giving up: %s", self.boot_error)
+            self.exit_status = ExitStatus.BOOT_ERROR
+            self.begin_stop(StopMode.QUICK)
+        else:
+            self.spawn_not_before = monotonic() + MAX_BOOT_BACKOFF
+
+    # -- watching: one read of each slot a turn ------------------------------------------
+
+    def watch_workers(self):
+        now = monotonic()
+        for record in self.pool:
+            if record.state is Lifecycle.KILLED:
+                continue
+            view = self.scoreboard.read(record.slot)
+            if record.follow(view, now):
+                self.boot_failures = 0  # a worker booted: any crash loop is over
+            problem = record.overdue(view, now, self.server)
+            if problem:
+                self.kill(record, problem)
+            elif record.retire is None and record.too_old(now, self.server.max_worker_age):
+                self.retire(record, Retire.AGE, f"older than max_worker_age "
+                                                f"({self.server.max_worker_age}s)")
+
+    # -- reload: a new generation beside the old, as nginx does ---------------------------
+    #
+    # start_reload() bumps the generation and retires every wanted worker;
+    # keep_pool() forks the new generation and, once it serves in full, asks
+    # the retired workers to stop; boot_failed() calls abort_reload() if the
+    # new generation cannot boot, and the old one serves on.
+
+    def start_reload(self):
+        log.info("Reloading: starting generation %d", self.generation + 1)
+        self.server.on_reload()
+        self.warn_if_not_reloadable()
+        if self.reload is None:
+            self.reload = self.generation  # the generation to fall back to
+        self.generation += 1
+        self.boot_failures = 0
+        for record in self.pool.wanted():
+            record.retire = Retire.RELOAD
+            if record.state is Lifecycle.BOOTING:  # never served: no need to wait
+                self.ask_to_stop(record)
+        self.keep_pool()
+
+    def advance_reload(self):
+        if self.reload is None:
+            return
+        new = self.pool.of_generation(self.generation)
+        if len(new) >= self.server.workers and all(
+                record.state is Lifecycle.SERVING for record in new):
+            log.info("Reloaded: generation %d serving", self.generation)
+            self.reload = None
+
+    def abort_reload(self, error):
+        """The new generation cannot boot: keep the old one serving."""
+        for record in self.pool:
+            if record.generation == self.generation:
+                record.retire = Retire.FAILED_RELOAD
+                self.ask_to_stop(record)
+            elif record.retire is Retire.RELOAD and record.asked_at is None:
+                record.retire = None
+        kept = [record.generation for record in self.pool.wanted()]
+        self.generation = max(kept, default=self.reload)
+        self.reload = None
+        log.error("Reload failed, keeping generation %d: %s", self.generation, error)
+
+    # -- the pool -----------------------------------------------------------------
+
+    def keep_pool(self):
+        """Keep server.workers wanted workers; ask the retired ones to stop
+        once their replacements serve."""
+        if self.stop_mode:
+            return
+        wanted = self.pool.wanted()
+        extra = max(0, len(wanted) - self.server.workers)
+        for record in wanted[:extra]:
+            self.retire(record, Retire.FEWER, "fewer workers wanted", at_once=True)
+        wanted = wanted[extra:]
+        while len(wanted) < self.server.workers and self.may_spawn(wanted):
+            record = self.spawn()
+            if record is None:
+                self.make_room(self.server.workers - len(wanted))
+                break
+            wanted.append(record)
+        if len(wanted) >= self.server.workers and all(
+                record.state is Lifecycle.SERVING for record in wanted):
+            for record in self.pool.awaiting_replacement():
+                self.ask_to_stop(record)
+
+    def may_spawn(self, wanted):
+        if monotonic() < self.spawn_not_before:
+            return False
+        # While boots fail, one at a time.
+        return not (self.boot_failures and any(r.state is Lifecycle.BOOTING for r in wanted))
+
+    def make_room(self, missing):
+        """No free slot for `missing` more workers.  Slots free up as the
+        workers asked to stop exit; if those are too few, stop the oldest
+        workers awaiting replacement now (a rolling reload) rather than wait
+        for replacements that cannot start."""
+        leaving = sum(record.asked_at is not None for record in self.pool)
+        for record in self.pool.awaiting_replacement()[:max(0, missing - leaving)]:
+            log.warning("Scoreboard full (%d slots): stopping worker %d (pid %d) before "
+                        "its replacement is ready", self.scoreboard.capacity,
+                        record.info.number, record.pid)
+            self.ask_to_stop(record)
+        if not self.waiting_for_room:
+            log.warning("Scoreboard full (%d slots): waiting for stopping workers to exit",
+                        self.scoreboard.capacity)
+            self.waiting_for_room = True
+
+    def spawn(self):
+        """Fork a worker of the current generation; None if no slot is free."""
+        slot = self.scoreboard.claim(self.generation)
+        if slot is None:
+            return None
+        self.waiting_for_room = False
+        info = WorkerInfo(slot + 1, self.generation, monotonic())
+        self.server.pre_fork(info)
+        info.pid = fork_worker(Worker(self.server, self.framework, info, self.scoreboard,
+                                      self.pid, self.worker_poll_interval()), SIGNALS)
+        record = WorkerRecord(info, slot)
+        self.pool.add(record)
+        return record
+
+    def worker_poll_interval(self):
+        """A worker's loop beats its heartbeat each turn: often enough for liveness_timeout."""
+        return min(self.poll_interval, self.server.liveness_timeout / 4)
+
+
+def _signal(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _describe_exit(status):

@@ -133,13 +133,18 @@ class ThreadingMixIn:
         In addition, exception handling is done here.
         """
         started = monotonic()
+        survived = False  # whatever escapes below ends this thread, as in the stdlib
         try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+            survived = True
         finally:
-            self.shutdown_request(request)
-            still_running = self._request_threads().finished(monotonic() - started)
+            still_running = self._request_threads().finished(
+                monotonic() - started, survived)
             if self.max_threads is not None and still_running == self.max_threads - 1:
                 self._wake_loop()  # it was full: accept again
 

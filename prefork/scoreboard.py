@@ -1,45 +1,86 @@
 """The scoreboard: one shared-memory slot per worker, as in Apache's prefork.
 
 The master maps an anonymous shared region before it forks, so every worker
-writes its own slot and the master reads them all without any I/O: state,
-requests served, a heartbeat, and when the oldest request in flight began.
-Times are time.monotonic(), which every process on the host shares.
+writes its own slot (through a SlotWriter) and the master reads them all
+without any I/O (through Scoreboard.read()): state, requests served, a
+heartbeat, and when the oldest request in flight began.  Times are
+time.monotonic(), which every process on the host shares.
+
+The workers are the less trusted side (after a privilege drop they run as
+another user): the master acts only on what it knows itself -- pids from
+fork(), slot indexes it handed out -- and read() sanitises every field
+before anyone sees it.
 """
 
 import ctypes
+import enum
+import math
 import mmap
 import threading
 from time import monotonic
 
-# Slot states.
-FREE, BOOTING, IDLE, BUSY, STOPPING = range(5)
-
 ERROR_SIZE = 512
 
 
+class SlotState(enum.IntEnum):
+    """A worker's own account of what it is doing."""
+
+    FREE = 0      # no worker: the master may hand the slot out
+    BOOTING = 1   # forked, not serving yet
+    IDLE = 2      # waiting for a request
+    BUSY = 3      # its loop's thread is running a request
+    STOPPING = 4  # no longer taking requests: finishing those in flight
+
+
 class Slot(ctypes.Structure):
-    """One worker's line on the scoreboard."""
+    """One worker's line on the scoreboard, as laid out in shared memory."""
 
     _fields_ = [
-        ("pid", ctypes.c_int32),
-        ("generation", ctypes.c_int32),
-        ("state", ctypes.c_int32),
-        ("in_flight", ctypes.c_int32),   # requests being handled now
-        ("requests", ctypes.c_uint64),   # requests handled since boot
-        ("heartbeat", ctypes.c_double),  # last turn of the worker's loop
+        ("pid", ctypes.c_int32),          # for display only: never acted on
+        ("generation", ctypes.c_int32),   # set by the master when it hands the slot out
+        ("state", ctypes.c_int32),        # a SlotState
+        ("in_flight", ctypes.c_int32),    # requests being handled now
+        ("requests", ctypes.c_uint64),    # requests handled since boot
+        ("heartbeat", ctypes.c_double),   # last sign of life of the worker's loop
         ("request_started", ctypes.c_double),  # oldest request in flight, 0: none
         ("error", ctypes.c_char * ERROR_SIZE),  # why the worker failed to boot
     ]
 
-    def reset(self, generation):
-        """Claim the slot for a new worker, before it is forked."""
-        ctypes.memset(ctypes.addressof(self), 0, ctypes.sizeof(self))
-        self.generation = generation
-        self.state = BOOTING
-        self.heartbeat = monotonic()
 
-    def set_error(self, text):
-        self.error = text.encode("utf-8", "replace")[:ERROR_SIZE - 1]
+class SlotView:
+    """A copy of one slot, read once and sanitised: what the master and a
+    status report see.  Fields: state (a SlotState), pid, generation,
+    in_flight, requests, heartbeat, request_started (None: no request in
+    flight) and error (str)."""
+
+    __slots__ = ("state", "pid", "generation", "in_flight", "requests",
+                 "heartbeat", "request_started", "error")
+
+    def __init__(self, slot):
+        try:
+            self.state = SlotState(slot.state)
+        except ValueError:
+            self.state = SlotState.BUSY  # garbage: not idle, not ready to trust
+        self.pid = max(0, slot.pid)
+        self.generation = max(0, slot.generation)
+        self.in_flight = max(0, slot.in_flight)
+        self.requests = slot.requests
+        self.heartbeat = _finite(slot.heartbeat)
+        self.request_started = _finite(slot.request_started) or None
+        self.error = slot.error.decode("utf-8", "replace")
+
+    @property
+    def booted(self):
+        """Whether the worker has finished booting (it may be stopping since)."""
+        return self.state not in (SlotState.FREE, SlotState.BOOTING)
+
+
+# The writers' hot path uses plain ints: an enum member costs a lookup per use.
+_IDLE, _BUSY = int(SlotState.IDLE), int(SlotState.BUSY)
+
+
+def _finite(value):
+    return value if math.isfinite(value) else 0.0
 
 
 class Scoreboard:
@@ -48,21 +89,37 @@ class Scoreboard:
     def __init__(self, capacity):
         self.capacity = capacity
         self._memory = mmap.mmap(-1, ctypes.sizeof(Slot) * capacity)  # MAP_SHARED
-        self.slots = (Slot * capacity).from_buffer(self._memory)
+        self._slots = (Slot * capacity).from_buffer(self._memory)
 
     def claim(self, generation):
         """The index of a free slot, reset for a new worker; None if full."""
-        for index, slot in enumerate(self.slots):
-            if slot.state == FREE:
-                slot.reset(generation)
+        for index, slot in enumerate(self._slots):
+            if slot.state == SlotState.FREE:
+                ctypes.memset(ctypes.addressof(slot), 0, ctypes.sizeof(slot))
+                slot.generation = generation
+                slot.state = SlotState.BOOTING
+                slot.heartbeat = monotonic()
                 return index
         return None
 
+    def free_slots(self):
+        return sum(slot.state == SlotState.FREE for slot in self._slots)
+
+    def read(self, index):
+        """A sanitised copy of slot `index` (a SlotView)."""
+        return SlotView(self._slots[index])
+
     def release(self, index):
-        self.slots[index].state = FREE
+        self._slots[index].state = SlotState.FREE
+
+    def writer(self, index, threaded):
+        """The worker's side of slot `index`: a SlotWriter, or a
+        ThreadedSlotWriter for a server whose requests run in threads."""
+        slot = self._slots[index]
+        return ThreadedSlotWriter(slot) if threaded else SlotWriter(slot)
 
     def close(self):
-        del self.slots
+        del self._slots
         self._memory.close()
 
 
@@ -73,8 +130,21 @@ class SlotWriter:
     def __init__(self, slot):
         self.slot = slot
 
+    def booted(self, pid):
+        """The worker is about to serve."""
+        self.slot.pid = pid
+        self.set_state(SlotState.IDLE)
+
+    def failed_to_boot(self, text):
+        self.slot.error = text.encode("utf-8", "replace")[:ERROR_SIZE - 1]
+
     def heartbeat(self, now):
         self.slot.heartbeat = now
+
+    def busy_heartbeat(self, now):
+        """A sign of life while the loop's thread runs a request (from a watcher)."""
+        if self.slot.state == _BUSY:
+            self.slot.heartbeat = now
 
     def set_state(self, state):
         self.slot.state = state
@@ -84,7 +154,7 @@ class SlotWriter:
         slot = self.slot
         slot.request_started = monotonic()
         slot.in_flight = 1
-        slot.state = BUSY
+        slot.state = _BUSY
 
     def request_ends(self, token=None):
         slot = self.slot
@@ -92,7 +162,8 @@ class SlotWriter:
         slot.request_started = 0.0
         slot.requests += 1
         slot.heartbeat = monotonic()  # idle again: the liveness clock restarts now
-        slot.state = IDLE
+        if slot.state == _BUSY:  # (not if it began stopping meanwhile)
+            slot.state = _IDLE
 
     def wait_for_requests(self):
         """Nothing can be in flight once the loop has returned."""
@@ -104,9 +175,9 @@ class ThreadedSlotWriter(SlotWriter):
     what the master's request_timeout measures.  A request run in the loop's
     own thread (threads.py) makes the worker busy: its loop does not turn."""
 
-    def __init__(self, slot, loop_thread):
+    def __init__(self, slot):
         super().__init__(slot)
-        self._loop_thread = loop_thread
+        self._loop_thread = threading.get_ident()
         self._lock = threading.Condition(threading.Lock())
         self._started = {}  # token -> start time, oldest first (insertion order)
         self._tokens = 0
@@ -121,8 +192,8 @@ class ThreadedSlotWriter(SlotWriter):
             slot.in_flight += 1
             if slot.in_flight == 1:
                 slot.request_started = now
-            if threading.get_ident() == self._loop_thread:
-                slot.state = BUSY
+            if threading.get_ident() == self._loop_thread and slot.state == _IDLE:
+                slot.state = _BUSY
         return token
 
     def request_ends(self, token):
@@ -138,7 +209,8 @@ class ThreadedSlotWriter(SlotWriter):
                 self._lock.notify_all()
             if threading.get_ident() == self._loop_thread:
                 slot.heartbeat = monotonic()
-                slot.state = IDLE
+                if slot.state == _BUSY:
+                    slot.state = _IDLE
 
     def wait_for_requests(self):
         """Block until no request is in flight (a graceful stop)."""

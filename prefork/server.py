@@ -8,7 +8,9 @@ three differences that only show where the stdlib would hang:
   thread itself (a handler, a signal handler) without deadlocking.
 * A listening socket shared with other processes never blocks the loop: the
   stream listener is non-blocking and datagrams are read with MSG_DONTWAIT, so
-  a request taken by another process is simply "no request this turn".
+  a request taken by another process is simply "no request this turn".  The
+  timeout the listener had before (the user's, or the default timeout) still
+  bounds handle_request(), though ``socket.gettimeout()`` now says 0.0.
 * The loop asks ``_accepting_requests()`` before it watches the listener, so a
   mix-in (``ThreadingMixIn.max_threads``) can pause accepting and leave new
   connections in the kernel's queue for other workers.
@@ -45,9 +47,32 @@ class BaseServer:
     report a handler's Exception; handle_timeout() for handle_request()
     waiting longer than `timeout`; service_actions() for work on every turn
     of the loop.
+
+    Class variables: timeout (handle_request()'s wait; None: none).
+
+    prefork's own protocol between the serve loop (loop.py) and the mix-ins
+    (the standard library has no such thing; everything here works without it):
+
+    _accepting_requests()      may be overridden: whether the loop watches the
+                               listener this turn (False leaves new requests in
+                               the kernel's queue: ThreadingMixIn.max_threads,
+                               ForkingMixIn.max_children, the prefork master)
+    _wake_loop()               call it to start the loop's next turn now, e.g.
+                               when _accepting_requests() changes; signal-safe
+    _handle_request_noblock()  takes one request if there is one; returns True
+                               if it did, so that the loop may take another
+    _accept_batch              class variable: requests taken in a row while
+                               more are queued, before service_actions()
+    _serve_loop                the ServeLoop that serve_forever() runs, made
+                               here: the one loop of this server
     """
 
     timeout = None
+
+    # The listener's timeout before server_activate() made it non-blocking,
+    # which handle_request() honours in place of the 0.0 gettimeout() says.
+    # By default, a listener found non-blocking is one the user made so.
+    _listener_timeout = 0.0
 
     # Requests taken in a row while the listener has more queued (nginx's
     # multi_accept, bounded): under load, a synchronous server saves a poll
@@ -108,10 +133,14 @@ class BaseServer:
     def handle_request(self):
         """Handle one request, waiting at most timeout seconds for it.
 
-        Calls handle_timeout() if no request arrives in time.
+        The listening socket's own timeout, if shorter, bounds the wait too
+        (as the user set it, even if server_activate() has since made the
+        socket non-blocking).  Calls handle_timeout() if no request arrives
+        in time.
         """
-        # A non-blocking listener has timeout 0.0: that means "no timeout" here.
-        timeout = self.socket.gettimeout() or None
+        timeout = self.socket.gettimeout()
+        if timeout == 0.0:
+            timeout = self._listener_timeout
         if timeout is None:
             timeout = self.timeout
         elif self.timeout is not None:
@@ -250,9 +279,11 @@ class TCPServer(BaseServer):
         """Called by constructor to activate the server.  May be overridden.
 
         Listens, and makes the listener non-blocking: when several processes
-        share it, an accept() that finds the queue empty must not block.
+        share it, an accept() that finds the queue empty must not block.  The
+        timeout it had is kept for handle_request().
         """
         self.socket.listen(self.request_queue_size)
+        self._listener_timeout = self.socket.gettimeout()
         self.socket.setblocking(False)
 
     def server_close(self):

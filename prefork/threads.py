@@ -13,9 +13,16 @@ options make a threading server (a prefork worker, typically) cheaper:
   loop never waits behind busy request threads for the GIL.  Should one inline request stall the loop (a slow
   client, say) for STALL, a watcher thread accepts in the loop's place,
   handing requests to threads, until the loop's thread is back.
+
+A request that raises what is not an Exception (sys.exit(), say) ends its
+thread, as in the standard library: a pooled thread leaves the pool.  An
+inline request ends as if it had a thread of its own -- reported through
+threading.excepthook, the loop serving on -- except for KeyboardInterrupt,
+which stops the loop as it would with the request in another thread.
 """
 
 import select
+import sys
 import threading
 from queue import SimpleQueue
 from time import monotonic
@@ -69,6 +76,12 @@ class RequestThreads:
             self._wake_watcher.set()
         try:
             self._server.process_request_thread(request, client_address)
+        except KeyboardInterrupt:
+            raise  # Ctrl-C reaches the loop's thread wherever the request runs
+        except BaseException:
+            # In a thread of its own, it would end that thread, not the loop.
+            threading.excepthook(threading.ExceptHookArgs(
+                [*sys.exc_info(), threading.current_thread()]))
         finally:
             self.inline_since = 0.0
 
@@ -106,16 +119,22 @@ class RequestThreads:
             self._server.process_request_thread(request, client_address)  # -> finished()
             request, client_address = self._handoff.get()
 
-    def finished(self, duration):
-        """A request is done, in the thread that ran it; return how many still run."""
+    def finished(self, duration, survived):
+        """A request is done, in the thread that ran it; return how many still run.
+
+        survived: False when process_request_thread() raises, which ends
+        the thread: a pooled one is then no longer counted, idle or pooled.
+        """
         pooled = getattr(self._local, "pooled", False)
         with self._lock:
             self.running -= 1
             self.average += DECAY * (duration - self.average)
-            if pooled:
+            if pooled and survived:
                 self._idle += 1  # about to wait in _serve_requests for the next
             else:
                 self._joinable.discard(threading.current_thread())
+                if pooled and not self._closed:  # (if closed, close() counted it out)
+                    self._pooled -= 1
             return self.running
 
     # -- the watcher -------------------------------------------------------
@@ -162,13 +181,13 @@ class RequestThreads:
 
     def close(self, wait):
         """Let the pooled threads and the watcher go; with wait, join the threads."""
-        self._closed = True
-        self._wake_watcher.set()
         with self._lock:
+            self._closed = True  # under the lock, for finished()
             threads = list(self._joinable)
             for _ in range(self._pooled):
                 self._handoff.put((None, None))
             self._pooled = 0
+        self._wake_watcher.set()
         if wait:
             for thread in threads:
                 thread.join()

@@ -1,42 +1,49 @@
-"""The life of one worker process, from fork to os._exit().
+"""The worker role: one worker process, from fork to os._exit().
 
 A worker inherits the master's fully built server object.  It boots (signals,
-process title, hooks, a fresh handler module after a reload, its listener),
-marks its scoreboard slot ready, runs the ordinary serve loop on the
-inherited listener, and leaves when told to, finishing its requests first.
+its own process group, process title, hooks, a fresh handler module after a
+reload, its listener), marks its scoreboard slot ready, runs the server's
+ordinary serve loop on the inherited listener, and leaves when told to,
+finishing its requests first.
 
-Signals, in the worker: TERM stops gracefully (no new requests; the ones in
-flight finish, per block_on_close); INT and QUIT stop at once; USR1 reopens
-log files; the master's own signals (HUP, TTIN, TTOU, USR2) are ignored.
+Signals, in the worker: TERM stops gracefully -- no new requests; open
+connections are told (see connections.py); the requests in flight finish,
+per block_on_close; ForkingMixIn request children are passed the TERM.  INT
+and QUIT stop at once.  USR1 reopens log files.  The master's own signals
+(HUP, TTIN, TTOU, USR2) are ignored.
 """
 
+import gc
 import importlib
 import logging
 import os
+import random
 import signal
 import sys
 import threading
-import traceback
 from time import monotonic
 
-from . import logfiles, scoreboard
+from . import logfiles
+from .connections import OpenConnections, StopEvent
 from .listeners import reuse_port_listener, share_listener
-from .loop import ServeLoop
 from .proctitle import set_title
+from .scoreboard import SlotState
 
 log = logging.getLogger("prefork")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_BOOT_ERROR = 3  # as gunicorn's: the master stops retrying after a few
+EXIT_BOOT_ERROR = 3  # as gunicorn's
 PARENT_CHECK_INTERVAL = 0.5  # seconds between checks that the master is alive
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 class WorkerInfo:
-    """What the master and the hooks know of a worker.
+    """A worker as the hooks see it.
 
-    number: its stable position (slot + 1), shown in its process title.
-    generation: bumped by each reload.  pid: set once forked.
+    number: its position (scoreboard slot + 1), shown in its process title.
+    generation: 1, then one more for each reload.  pid: set once forked.
+    born: time.monotonic() when it was forked.
     """
 
     def __init__(self, number, generation, born):
@@ -44,111 +51,112 @@ class WorkerInfo:
         self.generation = generation
         self.born = born
         self.pid = None
-        self.ready = False       # seen booted by the master
-        self.retiring = None     # why the master wants it gone, once it does
-        self.signalled_at = None  # when it was sent TERM/QUIT
-        self.killed_for = None   # why the master killed it
-
-    @property
-    def slot_index(self):
-        return self.number - 1
 
     def __repr__(self):
         return f"<worker {self.number} pid={self.pid} gen={self.generation}>"
 
 
-class WorkerProcess:
-    """The worker's own state, attached to the server in the forked child."""
+class Worker:
+    """The role of a worker process: PreforkMixIn hands it its overrides.
 
-    def __init__(self, server, info, master_pid):
-        server._worker = self  # from now on, every PreforkMixIn method acts as a worker
+    Made in the child by Master.spawn(); run() never returns.  framework is
+    the server as the class after PreforkMixIn sees it (super()).
+    """
+
+    def __init__(self, server, framework, info, scoreboard, master_pid, poll_interval):
         self.server = server
+        self.poll_interval = poll_interval
+        self.framework = framework
         self.info = info
         self.master_pid = master_pid
-        self.pid = info.pid = os.getpid()
+        self.pid = None
+        self.scoreboard = scoreboard
         self.slot = None
+        self.stopping = None           # a StopEvent, made at boot (in the worker)
+        self.connections = OpenConnections()
         self.in_request_child = False  # True in a ForkingMixIn child of this worker
         self.next_parent_check = 0.0
-        self.loop = ServeLoop(wake_one=server.exclusive_accept and not server.reuse_port)
-        server._serve_loop = self.loop  # shutdown() and max_threads wake this process's loop
         self.accepted = 0
-        self.max_requests = server._worker_max_requests()
+        self.max_requests = 0
+        self.statm = None              # /proc/self/statm, with max_worker_memory
         self.reopen_requested = False
 
     # -- boot ---------------------------------------------------------------
 
-    def run(self, scoreboard_slots):
+    def run(self):
         """Boot, serve, exit.  Never returns."""
         try:
-            self.boot(scoreboard_slots)
+            self.boot()
         except BaseException as error:  # any failure to boot is reported the same way
             self.report_boot_error(error)
             os._exit(EXIT_BOOT_ERROR)
         status = EXIT_OK
         try:
             self.serve()
-        except SystemExit as stop:
+        except SystemExit as stop:  # a sync worker's handler called sys.exit()
             status = stop.code if isinstance(stop.code, int) else EXIT_OK
         except BaseException:
             log.exception("worker %s crashed", self.info.number)
             status = EXIT_ERROR
-        finally:
-            try:
-                self.server.worker_exit(self.info)
-            finally:
-                logging.shutdown()
-                os._exit(status)
+        self.exit(status)
 
-    def boot(self, slots):
+    def boot(self):
         server, info = self.server, self.info
+        self.pid = info.pid = os.getpid()
+        self.stopping = StopEvent()
         self.install_signals()
+        os.setpgid(0, 0)  # a group of its own: the master can end it with its request children
         set_title(server, f"worker {info.number} [gen {info.generation}]")
-        threaded = hasattr(server, "process_request_thread")  # either ThreadingMixIn
-        if threaded:
-            self.slot = scoreboard.ThreadedSlotWriter(slots[info.slot_index], threading.get_ident())
-        else:
-            self.slot = scoreboard.SlotWriter(slots[info.slot_index])
-        self.slot.slot.pid = self.pid
+        self.slot = self.scoreboard.writer(info.number - 1, threaded=_is_threading(server))
         os.register_at_fork(after_in_child=self.entered_request_child)
+        server._role = self  # from here on, PreforkMixIn's methods act as this worker
         server.post_fork(info)
-        if info.generation > server._loaded_generation and not server.preload_app:
+        if info.generation > 1 and not server.preload_app:
             self.reload_handler()
+        server.RequestHandlerClass = self.connections.tracking(server.RequestHandlerClass)
         if server.reuse_port:
             server.socket.close()
             server.socket = reuse_port_listener(server)
         else:
             share_listener(server)
+        if server.max_requests:
+            self.max_requests = server.max_requests + random.randint(0, server.max_requests_jitter)
+        if server.max_worker_memory:
+            self.statm = os.open("/proc/self/statm", os.O_RDONLY)
         server.post_worker_init(info)
-        self.slot.set_state(scoreboard.IDLE)
+        if not _is_forking(server):  # (a thread would make each request's fork unsafe)
+            self.start_busy_heartbeat()
+        self.slot.booted(self.pid)
         log.info("Booted worker %d (pid %d, generation %d)", info.number, self.pid, info.generation)
 
     def reload_handler(self):
         """Import the handler's module afresh, so that a reload runs new code."""
         handler = self.server.RequestHandlerClass
-        module = sys.modules.get(handler.__module__)
-        if module is None or handler.__module__ == "__main__":
-            return  # defined in the script itself: nothing to re-import
+        module = sys.modules.get(getattr(handler, "__module__", None))
+        if module is None or module.__name__ == "__main__" or not isinstance(handler, type):
+            return  # defined in the script itself (the master said so at start), or no class
+        # The cached bytecode is trusted on the source's size and mtime in whole
+        # seconds: an edit of the same size within that second would not show.
+        if getattr(module, "__cached__", None):
+            try:
+                os.unlink(module.__cached__)
+            except OSError:
+                pass
         importlib.invalidate_caches()
         module = importlib.reload(module)
         self.server.RequestHandlerClass = getattr(module, handler.__qualname__)
 
     def report_boot_error(self, error):
-        """Leave the error on the scoreboard for the master, and in the log."""
-        lines = traceback.format_exception_only(type(error), error)
-        text = lines[-1].strip()
-        frames = traceback.extract_tb(error.__traceback__)
-        if frames:
-            where = frames[-1]
-            text = f"{text} ({where.filename}, line {where.lineno})"
+        """Leave the error on the scoreboard for the master (which logs it)."""
         if self.slot is not None:
-            self.slot.slot.set_error(text)
+            self.slot.failed_to_boot(logfiles.describe_error(error))
         log.debug("worker %s failed to boot", self.info.number, exc_info=error)
 
     def install_signals(self):
         handlers = {
-            signal.SIGTERM: self.on_graceful_stop,
+            signal.SIGTERM: self.on_term,
             signal.SIGINT: self.on_quick_stop, signal.SIGQUIT: self.on_quick_stop,
-            signal.SIGUSR1: self.on_reopen,
+            signal.SIGUSR1: self.on_usr1,
             signal.SIGCHLD: signal.SIG_DFL,
             # the master's own
             signal.SIGHUP: signal.SIG_IGN, signal.SIGTTIN: signal.SIG_IGN,
@@ -159,34 +167,104 @@ class WorkerProcess:
         # The master blocked them around the fork: any that came meanwhile arrive now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, handlers)
 
-    # -- signal handlers: record, wake ----------------------------------------
+    def start_busy_heartbeat(self):
+        """While the loop's thread runs a request its loop does not turn: beat for
+        it, so that the master tells a long request from a stopped or wedged
+        process (one that cannot run this thread) -- see liveness_timeout."""
+        interval = min(max(self.server.liveness_timeout / 4, 0.05), 5.0)
 
-    def on_graceful_stop(self, signum, frame):
-        self.loop.request_stop()
+        def beat():
+            while not self.stopping.wait(interval):
+                self.slot.busy_heartbeat(monotonic())
+
+        threading.Thread(target=beat, name="prefork-heartbeat", daemon=True).start()
+
+    # -- signal handlers ----------------------------------------------------
+
+    def on_term(self, signum, frame):
+        self.begin_stop("asked to stop")
 
     def on_quick_stop(self, signum, frame):
-        raise SystemExit(EXIT_OK)
+        """Stop now: no request finishes (its client sees the connection close)."""
+        if not self.in_request_child:
+            self.signal_request_children(signal.SIGKILL)
+        self.exit(EXIT_OK)
 
-    def on_reopen(self, signum, frame):
+    def on_usr1(self, signum, frame):
         self.reopen_requested = True
-        self.loop.wake()
+        self.server._serve_loop.wake()
 
-    # -- serving ------------------------------------------------------------
+    # -- stopping -----------------------------------------------------------
+
+    def begin_stop(self, why):
+        """Graceful stop: take no new request, tell open connections, let
+        those in flight finish.  Safe in a signal handler; once only."""
+        if self.connections.stopping:
+            return
+        if self.in_request_child:  # its worker passed the TERM on
+            self.stopping.set()
+            self.connections.stop()
+            return
+        log.info("Worker %d (pid %d) stopping: %s", self.info.number, self.pid, why)
+        self.server._serve_loop.request_stop()
+        self.stopping.set()
+        self.connections.stop()
+        self.signal_request_children(signal.SIGTERM)
+        self.server.worker_stopping(self.info)
+
+    def exit(self, status):
+        """Run the worker_exit hook, flush the logs, leave (no clean-up of the
+        master's objects: they are the master's)."""
+        try:
+            if not self.in_request_child:
+                self.server.worker_exit(self.info)
+        finally:
+            logging.shutdown()
+            os._exit(status)
+
+    # -- serving (PreforkMixIn's overrides, in a worker) -----------------------
 
     def serve(self):
         server = self.server
-        self.loop.run(server, server._poll_interval)
-        self.slot.set_state(scoreboard.STOPPING)
+        server._serve_loop.run(server, self.poll_interval,
+                               wake_one=server.exclusive_accept and not server.reuse_port)
+        self.slot.set_state(SlotState.STOPPING)
         # Without block_on_close, server_close() does not join the request threads,
         # but the interpreter would still wait for non-daemon ones before exiting:
         # so does the worker, whose os._exit() would otherwise kill them mid-request.
         if server.block_on_close or not getattr(server, "daemon_threads", True):
             self.slot.wait_for_requests()
-        server._close_in_worker()
+        self.framework.server_close()
 
-    def entered_request_child(self):
-        """After a fork in this worker (ForkingMixIn): the child leaves the slot alone."""
-        self.in_request_child = True
+    def serve_forever(self, poll_interval):
+        raise RuntimeError("serve_forever() is the master's: a worker is already serving")
+
+    def shutdown(self):
+        """A handler asking its own worker to stop: gracefully, without waiting."""
+        self.begin_stop("shutdown() called")
+
+    def accepting_requests(self):
+        accepting = getattr(self.framework, "_accepting_requests", None)
+        return accepting() if accepting else True
+
+    def process_request(self, request, client_address):
+        self.accepted += 1  # (the loop and the watcher of threads.py may race: >=)
+        if self.max_requests and self.accepted >= self.max_requests:
+            self.recycle(f"max_requests ({self.max_requests}) reached")
+        self.framework.process_request(request, client_address)
+
+    def finish_request(self, request, client_address):
+        if self.in_request_child:
+            # A ForkingMixIn child: bounded by an alarm instead of the scoreboard.
+            self.arm_request_alarm(client_address)
+            return self.framework.finish_request(request, client_address)
+        token = self.slot.request_begins()
+        try:
+            self.framework.finish_request(request, client_address)
+        finally:
+            self.slot.request_ends(token)
+            if self.statm is not None:
+                self.check_memory()
 
     def service_actions(self):
         """Every turn of the worker's loop: heartbeat, and the checks that stop it."""
@@ -198,13 +276,79 @@ class WorkerProcess:
         if now >= self.next_parent_check:
             self.next_parent_check = now + PARENT_CHECK_INTERVAL
             if os.getppid() != self.master_pid:
-                log.warning("worker %s: master %s is gone, stopping",
-                            self.info.number, self.master_pid)
-                self.loop.request_stop()
+                self.begin_stop(f"master {self.master_pid} is gone")
+        self.framework.service_actions()
 
-    def recycle(self):
-        """max_requests reached: stop after the requests in flight; the master replaces us."""
-        if self.loop.serving:
-            log.info("worker %s: max_requests (%d) reached, recycling",
-                     self.info.number, self.max_requests)
-            self.loop.request_stop()
+    def server_close(self):
+        self.framework.server_close()
+
+    # -- recycling and request children -----------------------------------------
+
+    def recycle(self, why):
+        """A limit reached: stop after the requests in flight; the master replaces us."""
+        self.begin_stop(f"recycling: {why}")
+
+    def check_memory(self):
+        """After each request, as uWSGI's reload-on-rss: one pread of statm."""
+        rss = int(os.pread(self.statm, 64, 0).split()[1]) * PAGE_SIZE
+        if rss > self.server.max_worker_memory:
+            self.recycle(f"RSS {rss >> 20} MiB, past max_worker_memory "
+                         f"({self.server.max_worker_memory >> 20} MiB)")
+
+    def signal_request_children(self, sig):
+        """Pass a stop on to this worker's ForkingMixIn children (pids it forked)."""
+        for pid in getattr(self.server, "active_children", None) or ():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def entered_request_child(self):
+        """After a fork in this worker (ForkingMixIn): the child serves one
+        request, leaves the slot alone, and hears only its own connection."""
+        self.in_request_child = True
+        self.connections.forked()
+
+    def arm_request_alarm(self, client_address):
+        timeout = self.server.request_timeout
+        if not timeout:
+            return
+
+        def expired(signum, frame):
+            log.error("Worker %d: a request child (pid %d) ran past request_timeout (%ss): "
+                      "ending it", self.info.number, os.getpid(), timeout)
+            logging.shutdown()
+            os._exit(EXIT_ERROR)
+
+        signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+
+
+def fork_worker(worker, master_signals):
+    """Fork; in the child, run worker (never returning); return the child's pid.
+
+    The master's signals are blocked across the fork until the child has its
+    own handlers: a TERM sent to a worker just forked must not reach the
+    master's handler in it.
+    """
+    # Keep the garbage collectors of workers off the master's objects, so
+    # that those pages stay shared instead of being copied in each worker.
+    gc.collect()
+    gc.freeze()
+    signal.pthread_sigmask(signal.SIG_BLOCK, master_signals)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            worker.run()
+        finally:
+            os._exit(1)  # run() never returns; never fall back into the master's loop
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, master_signals)
+    return pid
+
+
+def _is_threading(server):
+    return hasattr(server, "process_request_thread")  # either ThreadingMixIn
+
+
+def _is_forking(server):
+    return hasattr(server, "active_children")  # either ForkingMixIn

@@ -29,8 +29,8 @@ def _started(name):
 
 def run_command(server, line):
     name, _, arg = line.strip().partition(" ")
-    worker = getattr(server, "_worker", None)
-    generation = worker.info.generation if worker else 0
+    worker = server.current_worker  # None in the master
+    generation = worker.generation if worker else 0
     if name == "echo":
         return f"{os.getpid()} {generation} {arg}"
     if name == "sleep":

@@ -5,7 +5,8 @@
         [--stdlib-http] [--boot-error TEXT] [--log-file PATH] [--control PATH]
 
 Prints "READY <address>" once listening with the workers forked, "CLOSED <seconds>"
-when server_close() returns, and exits 0 after a clean stop (2 on WorkerBootError).
+when server_close() returns, and exits with server.exit_status (prefork.ExitStatus: 0 after a clean stop, 1 if
+workers had to be SIGKILLed, 3 on WorkerBootError).
 """
 
 import argparse
@@ -43,8 +44,8 @@ class PidHTTPHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-HOOKS = ("on_starting", "pre_fork", "post_fork", "post_worker_init", "worker_exit",
-         "child_exit", "on_reload", "nworkers_changed", "on_exit")
+HOOKS = ("on_starting", "pre_fork", "post_fork", "post_worker_init", "worker_stopping",
+         "worker_exit", "child_exit", "on_reload", "nworkers_changed", "on_exit")
 
 
 def tracing(cls, name):
@@ -155,11 +156,12 @@ def main():
     except prefork.WorkerBootError as error:
         print("BOOT ERROR", error, flush=True)
         server.server_close()
-        sys.exit(2)
+        sys.exit(server.exit_status)
     started = time.monotonic()
     server.server_close()
     sys.stdout.write(f"CLOSED {time.monotonic() - started:.3f}\n")  # one write, as READY
     sys.stdout.flush()
+    sys.exit(server.exit_status)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The socketserver docs' examples in examples/, run for real on prefork.
+"""The examples in examples/ -- the socketserver documentation's, and the
+prefork HTTP demo -- run for real on prefork.
 
 Each server runs as its own process on a free port; the matching client runs
 as a subprocess and must print what the docs show.
@@ -14,9 +15,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 
-CLIENT_TIMEOUT = 10
+CLIENT_TIMEOUT = 10  # seconds an example client may run
 
 UPPERCASE_EXAMPLES = [
     pytest.param("tcp_uppercase_server.py", "tcp_client.py", "TCP", id="tcp"),

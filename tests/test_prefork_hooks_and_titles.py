@@ -1,12 +1,12 @@
-"""The master's hooks (gunicorn's names) and the process titles, over a life:
-start, HUP reload, TTIN, TERM."""
+"""The prefork master's hooks (gunicorn's names: where and when each runs) and
+the master's and workers' process titles, over a life: start, HUP reload, TTIN, TERM."""
 
 import re
 import signal
 
 import psutil
 
-from conftest import start_app, wait_for
+from support import start_app, wait_for
 
 
 class Hooks:
@@ -77,6 +77,14 @@ def test_hooks_run_where_and_when_gunicorn_runs_them(spawn):
     process.output()
     assert hooks.calls("on_exit") == [("on_exit", master, "")]
     assert names_in_order(hooks, "child_exit", "on_exit")
+    # worker_stopping in each worker as its stop began (the reload's and TERM's),
+    # before its worker_exit.
+    stopped = [pid for _, pid, _ in hooks.calls("worker_stopping")]
+    exited = [pid for _, pid, _ in hooks.calls("worker_exit")]
+    assert sorted(stopped) == sorted(exited) and len(exited) == 5, hooks.calls()
+    names = [(name, pid) for name, pid, _ in hooks.calls()]
+    assert all(names.index(("worker_stopping", pid)) < names.index(("worker_exit", pid))
+               for pid in exited)
 
 
 def names_in_order(hooks, first, last):

@@ -1,4 +1,5 @@
-"""The prefork master keeps its workers healthy: real processes, real signals, real sockets.
+"""How the prefork master supervises its workers, and what they serve: real
+processes, real signals, real sockets.
 
 Every server here is tests/apps/serve.py run as its own process (the `spawn`
 fixture stops and reaps it), answering tests/apps/commands.py:
@@ -30,168 +31,18 @@ import psutil
 import pytest
 
 import prefork
-from conftest import start_app, wait_for
-
-CLIENT_TIMEOUT = 5  # seconds, for every client socket
-
-Reply = collections.namedtuple("Reply", "pid generation text")
-
-
-# -- clients -------------------------------------------------------------------------
-
-def family_of(address):
-    return socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-
-
-def ask(address, command):
-    """One request to a stream server (TCP or Unix): the reply line, without its newline."""
-    with socket.socket(family_of(address), socket.SOCK_STREAM) as sock:
-        sock.settimeout(CLIENT_TIMEOUT)
-        sock.connect(address)
-        sock.sendall(command.encode() + b"\n")
-        with sock.makefile("rb") as lines:
-            reply = lines.readline()
-    if not reply.endswith(b"\n"):
-        raise ConnectionError(f"no reply to {command!r} (got {reply!r})")
-    return reply.decode().rstrip("\n")
-
-
-def parse(line):
-    pid, generation, text = line.split(" ", 2)
-    return Reply(int(pid), int(generation), text)
-
-
-def echo(address, words="hello"):
-    """An echo request; checks the words came back and returns the Reply."""
-    reply = parse(ask(address, f"echo {words}"))
-    assert reply.text == words, reply
-    return reply
-
-
-@contextlib.contextmanager
-def datagram_client(address, unix_dir):
-    """A datagram socket for the server's family.  A Unix datagram client binds
-    a path of its own, or the server could not answer it."""
-    with socket.socket(family_of(address), socket.SOCK_DGRAM) as sock:
-        sock.settimeout(CLIENT_TIMEOUT)
-        if isinstance(address, str):
-            sock.bind(os.path.join(unix_dir, "client"))
-        yield sock
-
-
-class Load:
-    """Client threads, each sending sequential echo requests until stop() (at most
-    `limit` each): replies and failures are counted."""
-
-    def __init__(self, address, threads=2, limit=50_000):
-        self.address = address
-        self.replies = []   # Reply, in the order they arrived
-        self.failures = []  # (request, error)
-        self._stopping = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(n, limit), daemon=True)
-                         for n in range(threads)]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self, n, limit):
-        for i in range(limit):
-            if self._stopping.is_set():
-                return
-            words = f"client{n} request{i}"
-            try:
-                self.replies.append(echo(self.address, words))
-            except (OSError, AssertionError) as error:
-                self.failures.append((words, error))
-
-    def wait_for_replies(self, count, message="replies"):
-        """Wait until `count` more requests have been answered."""
-        target = len(self.replies) + count
-        wait_for(lambda: len(self.replies) >= target, message=message)
-
-    def stop(self):
-        self._stopping.set()
-        for thread in self._threads:
-            thread.join(2 * CLIENT_TIMEOUT)
-            assert not thread.is_alive(), "a client thread did not stop"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-# -- the server process ----------------------------------------------------------------
-
-def start_server(spawn, *args, workers=2, env=None):
-    """Start serve.py with `workers` workers; return (process, address) once all booted."""
-    process, address = start_app(spawn, "--set", f"workers={workers}", *args, env=env)
-    wait_booted(process, workers)
-    return process, address
-
-
-def wait_booted(process, count):
-    """Read the log until `count` workers have logged that they booted (some may
-    have done so before the master printed READY)."""
-    booted = [line for line in process.lines if "Booted worker" in line]
-
-    def is_boot_line(line):
-        if "Booted worker" in line:
-            booted.append(line)
-        return len(booted) >= count
-
-    if len(booted) < count:
-        process.readline_until(is_boot_line)
-
-
-def children(master_pid):
-    """The master's own children (its workers), zombies included: pid -> status."""
-    found = {}
-    for child in psutil.Process(master_pid).children():
-        try:
-            found[child.pid] = child.status()
-        except psutil.NoSuchProcess:
-            pass  # reaped while we looked
-    return found
-
-
-def live_workers(master_pid):
-    return {pid for pid, status in children(master_pid).items()
-            if status != psutil.STATUS_ZOMBIE}
-
-
-def assert_no_zombies(master_pid):
-    """11. Every exited worker is reaped by the master, promptly."""
-    wait_for(lambda: psutil.STATUS_ZOMBIE not in children(master_pid).values(),
-             timeout=5, message="the master to reap every exited worker")
-
-
-def wait_replaced(master_pid, before, gone, timeout=5):
-    """Wait until worker `gone` is reaped and the count of `before` is back with a
-    new worker: the new pids."""
-    def replaced():
-        now = children(master_pid)
-        new = set(now) - before
-        return gone not in now and len(now) == len(before) and new
-    return wait_for(replaced, timeout=timeout, message=f"worker {gone} to be replaced")
-
-
-def stop_server(process, expected_code=0):
-    """SIGTERM (graceful stop) and check how the master exited."""
-    assert process.stop(signal.SIGTERM) == expected_code, process.output()
-
-
-def wait_log(process, *fragments):
-    """The next log line that contains every fragment."""
-    return process.readline_until(lambda line: all(f in line for f in fragments))
+from support import (
+    CLIENT_TIMEOUT, Load, assert_no_zombies, assert_tree_gone, children, datagram_client,
+    echo, live_children, parse_reply, port_is_free, process_tree, request, start_app,
+    start_booted, started_requests, stop_server, wait_for, wait_log, wait_replaced)
 
 
 # -- 1. a worker SIGKILLed under load ---------------------------------------------------
 
 def test_killed_worker_is_replaced_within_a_second_under_load(spawn):
     workers = 3
-    process, address = start_server(spawn, workers=workers)
-    before = live_workers(process.pid)
+    process, address = start_booted(spawn, workers=workers)
+    before = live_children(process.pid)
     assert len(before) == workers
 
     with Load(address, threads=2) as load:
@@ -227,9 +78,9 @@ def test_killed_worker_is_replaced_within_a_second_under_load(spawn):
 @pytest.mark.parametrize("mixin, allowed_failures", [("sync", 0), ("threading", 1)])
 def test_hanging_request_is_killed_by_request_timeout(spawn, mixin, allowed_failures):
     workers = 2
-    process, address = start_server(spawn, "--mixin", mixin, "--set", "request_timeout=1",
+    process, address = start_booted(spawn, "--mixin", mixin, "--set", "request_timeout=1",
                                     workers=workers)
-    before = live_workers(process.pid)
+    before = live_children(process.pid)
     with Load(address, threads=1) as load:
         load.wait_for_replies(5, "the load to flow")
         served_before = len(load.replies)
@@ -271,7 +122,7 @@ def test_boot_error_backs_off_then_stops_with_one_clear_error(spawn, tmp_path):
     log_file = tmp_path / "prefork.log"  # its timestamps have milliseconds
     process, _ = start_app(spawn, "--boot-error", "boom at boot", "--log-file", str(log_file),
                            "--set", "workers=1", "--set", f"boot_attempts={attempts}")
-    assert process.wait() == 2
+    assert process.wait() == prefork.ExitStatus.BOOT_ERROR == 3
     output = process.output()
     boot_error = [line for line in output.splitlines() if line.startswith("BOOT ERROR")]
     assert len(boot_error) == 1 and "boom at boot" in boot_error[0], output
@@ -283,8 +134,16 @@ def test_boot_error_backs_off_then_stops_with_one_clear_error(spawn, tmp_path):
     assert len(failures) == attempts, log
     assert not [line for line in log if "Booted worker" in line], log
     # The error itself is logged once, in full, then only counted.
-    assert len([line for line in log if "failed to boot: RuntimeError: boom at boot" in line]) == 1
-    assert "failed to boot: RuntimeError: boom at boot" in failures[0], log
+    first = f"failed to boot (attempt 1 of {attempts}): RuntimeError: boom at boot"
+    assert len([line for line in log if "RuntimeError: boom at boot" in line
+                and "Giving up" not in line]) == 1
+    assert first in failures[0], log
+    # ... with where, in the user's code, it was raised: file, line and the line itself.
+    assert re.search(r"\(at .*serve\.py, line \d+: raise RuntimeError\(boot_error\)\)",
+                     failures[0]), failures[0]
+    # Later attempts are numbered: never mistaken for other workers.
+    assert [f"(attempt {n} of {attempts})" in line for n, line in
+            enumerate(failures, 1)] == [True] * attempts, failures
     # Back-off: 0.1 s after the first failure, 0.2 s after the second.
     gaps = [b - a for a, b in zip(map(log_time, failures), map(log_time, failures[1:]))]
     assert gaps[0] >= 0.095 and gaps[1] >= 0.195, gaps
@@ -292,23 +151,14 @@ def test_boot_error_backs_off_then_stops_with_one_clear_error(spawn, tmp_path):
 
 # -- 4. the master SIGKILLed ---------------------------------------------------------------
 
-def is_gone(pid):
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 @pytest.mark.parametrize("mixin", ["sync", "threading", "forking"])
-def test_workers_exit_when_the_master_is_killed(spawn, tmp_path, mixin):
-    started = tmp_path / "started"  # commands.py notes there each "sleep" it begins
-    process, address = start_server(spawn, "--mixin", mixin, workers=2,
-                                    env={"PREFORK_TEST_STARTED_FILE": str(started)})
+def test_workers_exit_when_the_master_is_killed(spawn, started_file, mixin):
+    path, env = started_file
+    process, address = start_booted(spawn, "--mixin", mixin, workers=2, env=env)
     with socket.create_connection(address, timeout=CLIENT_TIMEOUT) as slow:
         slow.sendall(b"sleep 1\n")
-        wait_for(lambda: started.exists() and started.read_text(),
-                 message="the request to reach its handler")
-        tree = {proc.pid for proc in psutil.Process(process.pid).children(recursive=True)}
+        started_requests(path, 1)  # the request reached its handler
+        tree = process_tree(process.pid)[1:]  # the workers (and a forking one's child)
         assert len(tree) >= 2
 
         killed_at = monotonic()
@@ -317,20 +167,15 @@ def test_workers_exit_when_the_master_is_killed(spawn, tmp_path, mixin):
         # The request in flight still completes; then its worker leaves too.
         with slow.makefile("rb") as reply:
             assert reply.readline().endswith(b" slept\n")
-    wait_for(lambda: all(map(is_gone, tree)), timeout=5,
-             message="the workers of a dead master to exit")
+    assert_tree_gone(tree, timeout=5)  # the workers of a dead master exit
     assert monotonic() - killed_at < 5
-
-    with socket.socket() as fresh:  # nothing listens on the port any more
-        fresh.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        fresh.bind(address)
-        fresh.listen()
+    assert port_is_free(address)  # nothing listens on the port any more
 
 
 # -- 5-6. recycling -------------------------------------------------------------------------
 
 def test_max_requests_recycles_workers(spawn):
-    process, address = start_server(spawn, "--set", "max_requests=5", workers=1)
+    process, address = start_booted(spawn, "--set", "max_requests=5", workers=1)
     pids = collections.Counter(echo(address, f"request {i}").pid for i in range(12))
     assert len(pids) >= 2, pids
     assert max(pids.values()) <= 5, pids  # none served past its max_requests
@@ -340,7 +185,7 @@ def test_max_requests_recycles_workers(spawn):
 
 def worker_rss_baseline(spawn):
     """The RSS of a worker of serve.py that has served a request, as psutil sees it."""
-    process, address = start_server(spawn, workers=1)
+    process, address = start_booted(spawn, workers=1)
     rss = psutil.Process(echo(address).pid).memory_info().rss
     stop_server(process)
     return rss
@@ -348,11 +193,11 @@ def worker_rss_baseline(spawn):
 
 def test_max_worker_memory_recycles_a_growing_worker(spawn):
     limit = worker_rss_baseline(spawn) + (50 << 20)
-    process, address = start_server(spawn, "--set", f"max_worker_memory={limit}", workers=1)
+    process, address = start_booted(spawn, "--set", f"max_worker_memory={limit}", workers=1)
     first = echo(address).pid
-    assert ask(address, "grow 80") == f"{first} grew"
+    assert request(address, "grow 80") == f"{first} grew"
 
-    line = wait_log(process, "Retiring worker")
+    line = wait_log(process, "stopping: recycling")
     assert f"(pid {first})" in line and "max_worker_memory" in line, line
     wait_for(lambda: echo(address).pid != first, message="a new worker to answer")
     wait_for(lambda: first not in children(process.pid), message="the grown worker to exit")
@@ -372,11 +217,11 @@ def check_datagram(address, unix_dir):
     with datagram_client(address, unix_dir) as client:
         for i in range(20):
             client.sendto(f"echo id{i}".encode(), address)
-        replies = [parse(client.recv(1024).decode().rstrip("\n")) for _ in range(20)]
+        replies = [parse_reply(client.recv(1024).decode().rstrip("\n")) for _ in range(20)]
         # One more request: a duplicate answer, sent as the first one was, would
         # show up before the answer to this later one.
         client.sendto(b"echo last", address)
-        assert parse(client.recv(1024).decode().rstrip("\n")).text == "last"
+        assert parse_reply(client.recv(1024).decode().rstrip("\n")).text == "last"
     assert sorted(reply.text for reply in replies) == sorted(f"id{i}" for i in range(20))
     assert all(reply.generation == 1 for reply in replies), replies
 
@@ -392,7 +237,7 @@ def test_every_family_with_every_worker_mixin(spawn, unix_dir, family, mixin):
     path = os.path.join(unix_dir, "server.sock")
     if family.startswith("unix"):
         args += ["--address", path]
-    process, address = start_server(spawn, *args, workers=2)
+    process, address = start_booted(spawn, *args, workers=2)
     FAMILIES[family](address, unix_dir)
     stop_server(process)
     assert not os.path.exists(path), "the master left its socket file behind"
@@ -441,18 +286,18 @@ def distinct_pids(request, wanted=2, attempts=200, connections=4):
 
 
 def test_over_stdlib_threading_http_server(spawn):
-    process, address = start_server(spawn, "--stdlib-http", workers=2)
+    process, address = start_booted(spawn, "--stdlib-http", workers=2)
     pids = distinct_pids(lambda path: http_get(address, path))
-    assert len(pids) == 2 and pids <= live_workers(process.pid), pids
+    assert len(pids) == 2 and pids <= live_children(process.pid), pids
     stop_server(process)
 
 
 # -- 9. reuse_port -------------------------------------------------------------------------------
 
 def test_reuse_port_serves_from_several_workers(spawn):
-    process, address = start_server(spawn, "--set", "reuse_port=True", workers=3)
+    process, address = start_booted(spawn, "--set", "reuse_port=True", workers=3)
     pids = distinct_pids(lambda words: echo(address, words).pid)
-    assert len(pids) >= 2 and pids <= live_workers(process.pid), pids
+    assert len(pids) >= 2 and pids <= live_children(process.pid), pids
     stop_server(process)
 
 

@@ -1,18 +1,15 @@
-"""The socketserver framework: every server class over its family, with the
-standard library's semantics (CPython 3.13 ``socketserver``).
-
-This module also holds the small lab the other framework tests share: `Lab`
-(servers and clients that are always closed, children always killed and
-reaped), the echo and command handlers, and line/reply helpers.
+"""The socketserver framework's server classes: every server class over its
+family -- addresses, handle_request/serve_forever, timeouts, verify_request,
+socket options, bind errors -- with the standard library's semantics (CPython
+3.13 ``socketserver``), and the drop-in promise (same names, defaults, signatures;
+prefork never imports the stdlib's module).
 """
 
 import ast
 import errno
 import inspect
-import itertools
 import os
 import select
-import signal
 import socket
 import socketserver as stdlib_socketserver  # only to compare: prefork must never import it
 import struct
@@ -22,224 +19,11 @@ import time
 import pytest
 
 import prefork
-from conftest import ROOT, serving
+from support import (
+    ALL_SERVERS, BASE_SERVERS, DATAGRAM_SERVERS, FORK_WARNING, INET_SERVERS, ROOT, class_id,
+    echo_handler, exchange, is_stream, recv_all, recv_reply, serving)
 
-# Forking servers driven by serve_forever() in a thread fork a multi-threaded
-# process; Python 3.12+ warns about that.  The children only run the handler.
-FORK_WARNING = "ignore:This process .* is multi-threaded:DeprecationWarning"
 pytestmark = pytest.mark.filterwarnings(FORK_WARNING)
-
-BASE_SERVERS = [prefork.TCPServer, prefork.UDPServer,
-                prefork.UnixStreamServer, prefork.UnixDatagramServer]
-MIXED_SERVERS = [
-    prefork.ForkingTCPServer, prefork.ForkingUDPServer,
-    prefork.ForkingUnixStreamServer, prefork.ForkingUnixDatagramServer,
-    prefork.ThreadingTCPServer, prefork.ThreadingUDPServer,
-    prefork.ThreadingUnixStreamServer, prefork.ThreadingUnixDatagramServer,
-]
-ALL_SERVERS = BASE_SERVERS + MIXED_SERVERS
-INET_SERVERS = [prefork.TCPServer, prefork.UDPServer]
-DATAGRAM_SERVERS = [prefork.UDPServer, prefork.UnixDatagramServer]
-
-
-def class_id(cls):
-    return cls.__name__
-
-
-def is_stream(server):
-    return server.socket_type == socket.SOCK_STREAM
-
-
-# -- handlers --------------------------------------------------------------
-# Every handler notes what it handled in server.handled (lost in a forked child).
-
-class StreamEcho(prefork.StreamRequestHandler):
-    def handle(self):
-        line = self.rfile.readline()
-        self.server.handled.append(line)
-        self.wfile.write(b"echo:" + line)
-
-
-class DatagramEcho(prefork.DatagramRequestHandler):
-    def handle(self):
-        data = self.rfile.read()
-        self.server.handled.append(data)
-        self.wfile.write(b"echo:" + data)
-
-
-class BaseEcho(prefork.BaseRequestHandler):
-    """Echo with the bare request: a socket, or a (data, socket) pair."""
-
-    def handle(self):
-        if isinstance(self.request, tuple):
-            data, sock = self.request
-            self.server.handled.append(data)
-            sock.sendto(b"echo:" + data, self.client_address)
-        else:
-            data = self.request.recv(1024)
-            self.server.handled.append(data)
-            self.request.sendall(b"echo:" + data)
-
-
-def echo_handler(server_class, kind="file"):
-    """The echo handler for the server's socket type; kind 'base' uses BaseRequestHandler."""
-    if kind == "base":
-        return BaseEcho
-    return StreamEcho if server_class.socket_type == socket.SOCK_STREAM else DatagramEcho
-
-
-class Commands(prefork.StreamRequestHandler):
-    """One line command per connection, for tests that steer a handler:
-
-    echo TEXT  reply 'echo:TEXT'          raise  raise ValueError (an Exception)
-    abort      raise server.abort_with    pid    reply the handling process's pid
-    hold       reply 'holding', wait for the client's next line, reply 'done'
-    shutdown   reply 'stopping', call server.shutdown()
-    """
-
-    def handle(self):
-        self.server.handled.append(threading.current_thread())
-        command, _, arg = self.rfile.readline().strip().partition(b" ")
-        getattr(self, "do_" + command.decode())(arg)
-
-    def do_echo(self, text):
-        self.wfile.write(b"echo:" + text + b"\n")
-
-    def do_raise(self, _):
-        raise ValueError("handler failed on purpose")
-
-    def do_abort(self, _):
-        raise self.server.abort_with
-
-    def do_pid(self, _):
-        self.wfile.write(b"%d\n" % os.getpid())
-
-    def do_hold(self, _):
-        self.wfile.write(b"holding\n")
-        self.rfile.readline()
-        self.wfile.write(b"done\n")
-
-    def do_shutdown(self, _):
-        self.wfile.write(b"stopping\n")
-        self.server.shutdown()
-
-
-# -- the lab -------------------------------------------------------------------
-
-class Lab:
-    """Servers and clients made by one test, all cleaned up afterwards.
-
-    Clients time out after 5 s; on close they go first (so held handlers see
-    EOF), then forked children still unreaped are killed, then every server
-    is closed (which reaps the children and joins the threads).
-    """
-
-    def __init__(self, unix_dir):
-        self.unix_dir = unix_dir
-        self.servers = []
-        self.clients = []
-        self._names = itertools.count()
-
-    def path(self, stem):
-        return os.path.join(self.unix_dir, f"{stem}{next(self._names)}.sock")
-
-    def address(self, server_class):
-        if server_class.address_family == socket.AF_UNIX:
-            return self.path("server")
-        return ("127.0.0.1", 0)
-
-    def server(self, server_class, handler=None, bind_and_activate=True, **class_attrs):
-        """server_class (subclassed with class_attrs, if any) on a fresh address."""
-        if class_attrs:
-            server_class = type(server_class.__name__, (server_class,), class_attrs)
-        handler = handler or echo_handler(server_class)
-        server = server_class(self.address(server_class), handler, bind_and_activate)
-        server.handled = []
-        self.servers.append(server)
-        return server
-
-    def client(self, server):
-        """A socket connected to server (bound first on Unix datagram, to get replies)."""
-        sock = socket.socket(server.address_family, server.socket_type)
-        self.clients.append(sock)
-        sock.settimeout(5)
-        if server.address_family == socket.AF_UNIX and not is_stream(server):
-            sock.bind(self.path("client"))
-        sock.connect(server.server_address)
-        return sock
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    def close(self):
-        for sock in self.clients:
-            sock.close()
-        for server in self.servers:
-            for pid in getattr(server, "active_children", None) or ():
-                os.kill(pid, signal.SIGKILL)  # unreaped, so still ours
-            server.server_close()
-
-
-@pytest.fixture
-def lab(unix_dir):
-    with Lab(unix_dir) as lab:
-        yield lab
-
-
-class Background:
-    """Run fn(*args) in a daemon thread; done(within) says whether it returned in time."""
-
-    def __init__(self, fn, *args):
-        self.thread = threading.Thread(target=fn, args=args, daemon=True)
-        self.thread.start()
-
-    def done(self, within):
-        self.thread.join(within)
-        return not self.thread.is_alive()
-
-
-def recv_all(sock):
-    """Everything up to EOF."""
-    chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def recv_line(sock):
-    """One line, byte by byte (no makefile: it would keep the socket open)."""
-    line = b""
-    while not line.endswith(b"\n") and (byte := sock.recv(1)):
-        line += byte
-    return line
-
-
-def recv_reply(sock):
-    """A line from a stream, a datagram otherwise."""
-    return recv_line(sock) if sock.type == socket.SOCK_STREAM else sock.recv(65536)
-
-
-def exchange(client, payload):
-    """Send payload; the reply is everything up to EOF on a stream, one datagram otherwise."""
-    client.sendall(payload)
-    return recv_all(client) if client.type == socket.SOCK_STREAM else client.recv(65536)
-
-
-def hold(lab, server, count):
-    """count clients that sent 'hold' to a Commands server (taken when it will)."""
-    clients = [lab.client(server) for _ in range(count)]
-    for client in clients:
-        client.sendall(b"hold\n")
-    return clients
-
-
-def release(client):
-    """Let a held Commands handler finish."""
-    client.sendall(b"go\n")
-    assert recv_line(client) == b"done\n"
 
 
 def listen_queue(sock):

@@ -1,4 +1,5 @@
-"""The standard library's protocol servers, unchanged, on prefork's classes.
+"""The standard library's protocol servers (http.server, xmlrpc.server,
+wsgiref.simple_server), unchanged, on prefork's classes.
 
 http.server, xmlrpc.server and wsgiref.simple_server are written against
 socketserver; here their handlers run on prefork's servers and are driven by
@@ -19,9 +20,7 @@ import xmlrpc.server
 import pytest
 
 import prefork
-from conftest import serving
-
-CLIENT_TIMEOUT = 5
+from support import CLIENT_TIMEOUT, serving
 
 
 # -- http.server ----------------------------------------------------------------------

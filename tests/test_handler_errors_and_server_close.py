@@ -1,19 +1,19 @@
-"""Errors in handlers, and what server_close() waits for: the stdlib's
-semantics for synchronous, threading and forking servers."""
+"""Errors in handlers (handle_error, BaseException, a forked child's exit code)
+and what server_close() waits for (block_on_close, daemon_threads, reaping
+ForkingMixIn children, max_children): the stdlib's semantics for synchronous,
+threading and forking servers, in-process."""
 
-import contextlib
 import os
 import threading
 import time
 import types
 
-import psutil
 import pytest
 
 import prefork
-from conftest import serving, wait_for
-from test_servers import (
-    FORK_WARNING, Background, Commands, Lab, hold, recv_all, recv_line, release)
+from support import (
+    FORK_WARNING, Background, Commands, hold, live_children, recv_all, recv_line, release,
+    serving, wait_for)
 
 pytestmark = pytest.mark.filterwarnings(FORK_WARNING)
 
@@ -22,12 +22,6 @@ SERVERS = {
     "threading": prefork.ThreadingTCPServer,
     "forking": prefork.ForkingTCPServer,
 }
-
-
-@pytest.fixture
-def lab(unix_dir):
-    with Lab(unix_dir) as lab:
-        yield lab
 
 
 class Abort(BaseException):
@@ -68,16 +62,6 @@ def running_requests(server):
     if isinstance(server, prefork.ForkingMixIn):
         return len(server.active_children)
     return sum(thread.is_alive() for thread in server.handled)
-
-
-def live_children():
-    """This process's children that have not exited."""
-    alive = []
-    for child in psutil.Process().children():
-        with contextlib.suppress(psutil.NoSuchProcess):  # reaped meanwhile
-            if child.status() != psutil.STATUS_ZOMBIE:
-                alive.append(child)
-    return alive
 
 
 # -- errors in handle() --------------------------------------------------------

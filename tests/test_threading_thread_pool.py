@@ -1,4 +1,6 @@
-"""ThreadingMixIn.reuse_threads: request threads kept alive to serve later requests."""
+"""ThreadingMixIn's thread pool: reuse_threads (request threads kept alive to
+serve later requests), max_threads bounding a pool, and inline_quick_requests
+(quick requests run in the loop's own thread, with a watcher for stalls)."""
 
 import socket
 import threading
@@ -7,11 +9,11 @@ import time
 import pytest
 
 import prefork
-from conftest import serving, wait_for
+from support import recv_line, request, serving, wait_for
 
 
 class ThreadName(prefork.StreamRequestHandler):
-    """Answers the name of the thread that handled the request; a request
+    """Answers a line: the name of the thread that handled the request; a request
     "wait" first blocks until the test sets the server's `release` event,
     a request "slow" takes 50 ms."""
 
@@ -22,7 +24,7 @@ class ThreadName(prefork.StreamRequestHandler):
             self.server.release.wait(10)
         elif command == b"slow":
             time.sleep(0.05)
-        self.wfile.write(threading.current_thread().name.encode())
+        self.wfile.write(threading.current_thread().name.encode() + b"\n")
 
 
 class PoolServer(prefork.ThreadingMixIn, prefork.TCPServer):
@@ -34,10 +36,14 @@ class PoolServer(prefork.ThreadingMixIn, prefork.TCPServer):
         self.release = threading.Event()
 
 
-def ask(server, line=b"hi"):
-    with socket.create_connection(server.server_address, timeout=5) as client:
-        client.sendall(line + b"\n")
-        return client.recv(100).decode()
+def served_by(server, command="hi"):
+    """The name of the thread that handled `command` on a new connection."""
+    return request(server.server_address, command)
+
+
+def thread_name(client):
+    """The thread name a ThreadName handler answers on client's connection."""
+    return recv_line(client).decode().rstrip("\n")
 
 
 def open_waiting(server, count):
@@ -54,7 +60,7 @@ def open_waiting(server, count):
 
 def test_sequential_requests_reuse_threads():
     with serving(PoolServer(("127.0.0.1", 0), ThreadName)) as server:
-        names = {ask(server) for _ in range(20)}
+        names = {served_by(server) for _ in range(20)}
     # The reply reaches the client just before its thread is idle again, so the
     # next request may find none idle and start a second thread -- not more.
     assert len(names) <= 2
@@ -64,7 +70,7 @@ def test_without_reuse_each_request_has_its_own_thread():
     server = PoolServer(("127.0.0.1", 0), ThreadName)
     server.reuse_threads = False
     with serving(server):
-        names = {ask(server) for _ in range(5)}
+        names = {served_by(server) for _ in range(5)}
     assert len(names) == 5
 
 
@@ -72,10 +78,10 @@ def test_pool_grows_to_the_concurrency_then_reuses():
     with serving(PoolServer(("127.0.0.1", 0), ThreadName)) as server:
         clients = open_waiting(server, 3)
         server.release.set()
-        busy_names = {client.recv(100).decode() for client in clients}
+        busy_names = {thread_name(client) for client in clients}
         for client in clients:
             client.close()
-        later_names = {ask(server) for _ in range(10)}
+        later_names = {served_by(server) for _ in range(10)}
     assert len(busy_names) == 3
     assert len(later_names - busy_names) <= 1  # reused (one more at most: see above)
 
@@ -117,14 +123,14 @@ class InlineServer(PoolServer):
 
 
 def serving_thread_name(server):
-    """The name of the thread running serve_forever() (conftest.serving starts it)."""
+    """The name of the thread running serve_forever() (support.serving starts it)."""
     return next(t.name for t in threading.enumerate()
                 if getattr(t, "_target", None) == server.serve_forever)
 
 
 def test_quick_requests_run_in_the_loops_own_thread():
     with serving(InlineServer(("127.0.0.1", 0), ThreadName)) as server:
-        names = {ask(server) for _ in range(10)}
+        names = {served_by(server) for _ in range(10)}
         assert names == {serving_thread_name(server)}
 
 
@@ -134,21 +140,21 @@ def test_a_stalled_inline_request_does_not_stop_the_server():
     with serving(InlineServer(("127.0.0.1", 0), ThreadName)) as server:
         (stalled,) = open_waiting(server, 1)
         loop_thread = serving_thread_name(server)
-        assert ask(server) != loop_thread  # served meanwhile, by another thread
+        assert served_by(server) != loop_thread  # served meanwhile, by another thread
         server.release.set()
-        assert stalled.recv(100).decode() == loop_thread
+        assert thread_name(stalled) == loop_thread
         stalled.close()
 
 
 def test_slow_requests_go_to_threads():
     with serving(InlineServer(("127.0.0.1", 0), ThreadName)) as server:
-        ask(server, b"slow")  # 50 ms: lifts the recent average past "quick"
-        assert ask(server) != serving_thread_name(server)
+        served_by(server, "slow")  # 50 ms: lifts the recent average past "quick"
+        assert served_by(server) != serving_thread_name(server)
 
 
 def test_the_watcher_sleeps_when_no_request_runs_inline():
     with serving(InlineServer(("127.0.0.1", 0), ThreadName)) as server:
-        ask(server)
+        served_by(server)
         threads = server._request_threads()
         wait_for(lambda: threads._watcher_sleeping, message="the watcher to sleep")
-        assert ask(server)  # and wakes for the next inline request
+        assert served_by(server)  # and wakes for the next inline request

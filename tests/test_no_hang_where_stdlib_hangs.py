@@ -1,5 +1,5 @@
-"""Where prefork's framework differs from the standard library's: only where
-the stdlib would hang.
+"""Where prefork's framework does not hang where the standard library's would
+(the only places it differs from it):
 
 1. shutdown() wakes the loop at once, and may be called from the serving
    thread (a handler, a signal handler) without deadlocking.
@@ -24,21 +24,14 @@ import psutil
 import pytest
 
 import prefork
-from conftest import PYTHON, serving, wait_for
-from test_servers import (
-    BASE_SERVERS, FORK_WARNING, Background, Commands, Lab, class_id, exchange, hold,
-    recv_all, recv_line, recv_reply, release)
+from support import (
+    BASE_SERVERS, FORK_WARNING, PYTHON, Background, Commands, class_id, exchange, hold,
+    recv_all, recv_line, recv_reply, release, serving, wait_for)
 
 pytestmark = pytest.mark.filterwarnings(FORK_WARNING)
 
 LONG_POLL = 30  # seconds: far beyond any test's patience
 PROMPT = 2  # seconds: "at once", with room for a loaded machine
-
-
-@pytest.fixture
-def lab(unix_dir):
-    with Lab(unix_dir) as lab:
-        yield lab
 
 
 def is_sleeping(pid):

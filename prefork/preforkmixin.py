@@ -1,0 +1,204 @@
+"""PreforkMixIn: any socketserver server, run as a master and pre-forked workers.
+
+    class Server(PreforkMixIn, ThreadingMixIn, TCPServer):
+        workers = 4
+
+    with Server(("127.0.0.1", 8000), Handler) as server:
+        server.serve_forever()    # the master supervises; each worker serves
+
+The constructor binds and listens as socketserver's does.  PreforkMixIn is a
+thin adapter: it holds the settings and the hooks, and hands each of its
+overrides to the role of the process it runs in -- a Master (master.py),
+replaced by a Worker (worker.py) in each forked worker.
+"""
+
+import errno
+import logging
+import os
+import socket
+import sys
+
+from . import config
+from .listeners import format_address, remove_stale_unix_socket
+from .loop import ServeLoop
+from .master import Master
+
+log = logging.getLogger("prefork")
+
+# A client that went away mid-request: one line, not a traceback.
+CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+class PreforkMixIn:
+    """Mix-in that runs a server as a master and pre-forked workers.
+
+    Put it first: class S(PreforkMixIn, ThreadingMixIn, TCPServer).  Works
+    over prefork's servers and over the standard library's (for example
+    http.server.ThreadingHTTPServer).  Each setting of config.SETTINGS is a
+    class attribute, overridable per instance or as a keyword argument of the
+    constructor; a bad value raises ValueError there.
+
+    Hooks to override (gunicorn's names): on_starting, when_ready, pre_fork,
+    post_fork, post_worker_init, worker_stopping, worker_exit, child_exit,
+    on_reload, nworkers_changed, on_exit.
+
+    In a worker, handlers may read server.current_worker and wait on
+    server.stopping (see connections.py for connections kept open).
+    """
+
+    def __init__(self, *args, **kwargs):
+        config.apply(self, kwargs)
+        if self.max_workers is None:
+            self.max_workers = max(16, 4 * self.workers)
+        if self.workers > self.max_workers:
+            raise ValueError(f"workers ({self.workers}) must not exceed "
+                             f"max_workers ({self.max_workers})")
+        if self.reuse_port:
+            if self.socket_type != socket.SOCK_STREAM or self.address_family == socket.AF_UNIX:
+                raise ValueError("reuse_port needs a TCP server")
+            self.allow_reuse_port = True
+        if (self.socket_type == socket.SOCK_STREAM and self.address_family != socket.AF_UNIX
+                and _default_of_the_framework(type(self), "allow_reuse_address")):
+            # As gunicorn: a restarted master can bind the port at once, despite
+            # the TIME_WAIT connections its workers closed -- unless the application
+            # chose otherwise (TCP only: over UDP, SO_REUSEADDR shares the port).
+            self.allow_reuse_address = True
+        self._unix_path = None  # a socket file this server bound, removed on close
+        self._removed_stale_socket = None
+        self._role = Master(self, super())
+        super().__init__(*args, **kwargs)
+        if not hasattr(self, "_serve_loop"):  # a server class of the standard library
+            self._serve_loop = ServeLoop()
+
+    @property
+    def current_worker(self):
+        """In a worker (and its request children), its WorkerInfo; None in the master."""
+        return self._role.info
+
+    @property
+    def stopping(self):
+        """An event set when this process begins to stop (connections.StopEvent)."""
+        return self._role.stopping
+
+    @property
+    def exit_status(self):
+        """In the master, after server_close(): how the stop went (master.ExitStatus)."""
+        return self._role.exit_status
+
+    # -- the listener ---------------------------------------------------------
+
+    def server_bind(self):
+        """Bind -- first removing a Unix socket file that nothing listens on."""
+        if self.address_family == socket.AF_UNIX and isinstance(self.server_address, str):
+            if remove_stale_unix_socket(self.server_address, self.socket_type):
+                self._removed_stale_socket = self.server_address  # the master logs it
+        super().server_bind()
+        if self.address_family == socket.AF_UNIX and isinstance(self.server_address, str):
+            self._unix_path = self.server_address
+
+    def server_activate(self):
+        """Listen -- except with reuse_port, where each worker listens on its own."""
+        if not self.reuse_port:
+            super().server_activate()
+
+    # -- handed to the role of this process ---------------------------------------
+
+    def serve_forever(self, poll_interval=0.5):
+        """In the master: supervise the workers until shutdown() or a stop signal.
+
+        Raises WorkerBootError if workers keep failing to boot.
+        """
+        self._role.serve_forever(poll_interval)
+
+    def shutdown(self):
+        """Stop gracefully, as TERM does.  In the master, from another thread,
+        wait for its loop; in a worker (a handler), stop that worker."""
+        self._role.shutdown()
+
+    def service_actions(self):
+        self._role.service_actions()
+
+    def _accepting_requests(self):
+        return self._role.accepting_requests()
+
+    def process_request(self, request, client_address):
+        self._role.process_request(request, client_address)
+
+    def finish_request(self, request, client_address):
+        self._role.finish_request(request, client_address)
+
+    def server_close(self):
+        """Close the listener; in the master, wait for the workers (block_on_close)
+        and remove the Unix socket file it bound."""
+        self._role.server_close()
+        if self._unix_path and self._role.info is None:
+            _unlink(self._unix_path)
+            self._unix_path = None
+
+    def handle_error(self, request, client_address):
+        """A client that reset or broke its connection is one line of the
+        prefork log (at debug level); any other error goes to the next
+        class's handle_error().  Override to taste."""
+        error = sys.exc_info()[1]
+        if isinstance(error, CLIENT_GONE):
+            log.debug("Client %s went away: %s", _format_client(client_address), error)
+        else:
+            super().handle_error(request, client_address)
+
+    # -- hooks: override to taste (gunicorn's names) --------------------------
+
+    def on_starting(self):
+        """In the master, before the first workers are forked."""
+
+    def when_ready(self):
+        """In the master, once listening with the first workers forked."""
+
+    def pre_fork(self, worker):
+        """In the master, just before a worker is forked."""
+
+    def post_fork(self, worker):
+        """In the worker, just after the fork."""
+
+    def post_worker_init(self, worker):
+        """In the worker, when it is about to serve."""
+
+    def worker_stopping(self, worker):
+        """In the worker, when its graceful stop begins (after its open
+        connections were told).  It may run in a signal handler: keep it short."""
+
+    def worker_exit(self, worker):
+        """In the worker, just before it exits."""
+
+    def child_exit(self, worker):
+        """In the master, once an exited worker has been reaped."""
+
+    def on_reload(self):
+        """In the master, on HUP, before the new generation is forked."""
+
+    def nworkers_changed(self, new_value, old_value):
+        """In the master, when TTIN/TTOU change the number of workers."""
+
+    def on_exit(self):
+        """In the master, once every worker has stopped."""
+
+
+config.install_defaults(PreforkMixIn)
+
+
+def _default_of_the_framework(cls, name):
+    """Whether cls gets attribute `name` from socketserver itself (prefork's or the
+    stdlib's), rather than from a class of the application."""
+    owner = next(c for c in cls.__mro__ if name in vars(c))
+    return owner.__module__ in ("prefork.server", "socketserver")
+
+
+def _format_client(address):
+    return format_address(address) if address else "(unix)"
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError as error:
+        if error.errno != errno.ENOENT:
+            log.warning("Could not remove %s: %s", path, error)

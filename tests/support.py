@@ -1,0 +1,688 @@
+"""Helpers shared by the test modules: real sockets, real processes, no mocks,
+no fixed sleeps.  conftest.py builds its fixtures on these; test modules import
+from here (never from one another).
+
+- waiting: wait_for, Background, serving
+- in-process framework servers: the server class lists, echo and command handlers, Lab
+- socket clients: recv_all, recv_line, recv_reply, exchange, hold, release,
+  request, echo, Reply, parse_reply, datagram_client, Load, Requests, assert_replies
+- processes: Process, start_app, start_booted, children, live_children,
+  assert_no_zombies, wait_replaced, process_tree, gone, assert_tree_gone,
+  port_is_free, started_requests
+
+Long (~680 lines) on purpose: every helper the tests share lives here, so
+that no test module imports from another and none repeats a helper.
+"""
+
+import collections
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+import prefork
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APPS = os.path.join(ROOT, "tests", "apps")
+PYTHON = sys.executable
+
+CLIENT_TIMEOUT = 5  # seconds, for every client socket
+ZOMBIE_TIMEOUT = 2  # seconds a master may take to reap an exited child
+
+# Forking servers driven by serve_forever() in a thread fork a multi-threaded
+# process; Python 3.12+ warns about that.  The children only run the handler.
+FORK_WARNING = "ignore:This process .* is multi-threaded:DeprecationWarning"
+
+
+# -- waiting -------------------------------------------------------------------
+
+def wait_for(predicate, timeout=10.0, interval=0.01, message="condition"):
+    """Poll predicate() until it returns a true value, and return that value;
+    raise AssertionError after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+class Background:
+    """Run fn(*args) in a daemon thread; done(within) says whether it returned in time."""
+
+    def __init__(self, fn, *args):
+        self.thread = threading.Thread(target=fn, args=args, daemon=True)
+        self.thread.start()
+
+    def done(self, within):
+        self.thread.join(within)
+        return not self.thread.is_alive()
+
+
+@contextlib.contextmanager
+def serving(server, poll_interval=0.5):
+    """Run server.serve_forever() in a thread; on exit shut down, join (10 s)
+    and server_close(), failing if the loop did not stop."""
+    thread = threading.Thread(target=server.serve_forever, args=(poll_interval,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+        assert not thread.is_alive(), "serve_forever() did not stop"
+
+
+# -- in-process framework servers --------------------------------------------------
+
+BASE_SERVERS = [prefork.TCPServer, prefork.UDPServer,
+                prefork.UnixStreamServer, prefork.UnixDatagramServer]
+MIXED_SERVERS = [
+    prefork.ForkingTCPServer, prefork.ForkingUDPServer,
+    prefork.ForkingUnixStreamServer, prefork.ForkingUnixDatagramServer,
+    prefork.ThreadingTCPServer, prefork.ThreadingUDPServer,
+    prefork.ThreadingUnixStreamServer, prefork.ThreadingUnixDatagramServer,
+]
+ALL_SERVERS = BASE_SERVERS + MIXED_SERVERS
+INET_SERVERS = [prefork.TCPServer, prefork.UDPServer]
+DATAGRAM_SERVERS = [prefork.UDPServer, prefork.UnixDatagramServer]
+
+
+def class_id(cls):
+    """A pytest id for a server class: its name."""
+    return cls.__name__
+
+
+def is_stream(server):
+    """Whether server (or server class) uses a SOCK_STREAM socket."""
+    return server.socket_type == socket.SOCK_STREAM
+
+
+# Every handler notes what it handled in server.handled (lost in a forked child).
+
+class StreamEcho(prefork.StreamRequestHandler):
+    """Reads one line, answers b"echo:" + line."""
+
+    def handle(self):
+        line = self.rfile.readline()
+        self.server.handled.append(line)
+        self.wfile.write(b"echo:" + line)
+
+
+class DatagramEcho(prefork.DatagramRequestHandler):
+    """Answers a datagram with b"echo:" + datagram."""
+
+    def handle(self):
+        data = self.rfile.read()
+        self.server.handled.append(data)
+        self.wfile.write(b"echo:" + data)
+
+
+class BaseEcho(prefork.BaseRequestHandler):
+    """Echo with the bare request: a socket, or a (data, socket) pair."""
+
+    def handle(self):
+        if isinstance(self.request, tuple):
+            data, sock = self.request
+            self.server.handled.append(data)
+            sock.sendto(b"echo:" + data, self.client_address)
+        else:
+            data = self.request.recv(1024)
+            self.server.handled.append(data)
+            self.request.sendall(b"echo:" + data)
+
+
+def echo_handler(server_class, kind="file"):
+    """The echo handler for the server's socket type; kind 'base' uses BaseRequestHandler."""
+    if kind == "base":
+        return BaseEcho
+    return StreamEcho if is_stream(server_class) else DatagramEcho
+
+
+class Commands(prefork.StreamRequestHandler):
+    """One line command per connection, for tests that steer a handler
+    (server.handled gets the handling thread):
+
+    echo TEXT  reply 'echo:TEXT'          raise  raise ValueError (an Exception)
+    abort      raise server.abort_with    pid    reply the handling process's pid
+    hold       reply 'holding', wait for the client's next line, reply 'done'
+    shutdown   reply 'stopping', call server.shutdown()
+    """
+
+    def handle(self):
+        self.server.handled.append(threading.current_thread())
+        command, _, arg = self.rfile.readline().strip().partition(b" ")
+        getattr(self, "do_" + command.decode())(arg)
+
+    def do_echo(self, text):
+        self.wfile.write(b"echo:" + text + b"\n")
+
+    def do_raise(self, _):
+        raise ValueError("handler failed on purpose")
+
+    def do_abort(self, _):
+        raise self.server.abort_with
+
+    def do_pid(self, _):
+        self.wfile.write(b"%d\n" % os.getpid())
+
+    def do_hold(self, _):
+        self.wfile.write(b"holding\n")
+        self.rfile.readline()
+        self.wfile.write(b"done\n")
+
+    def do_shutdown(self, _):
+        self.wfile.write(b"stopping\n")
+        self.server.shutdown()
+
+
+class Lab:
+    """Servers and clients made by one test, all cleaned up by close().
+
+    Clients time out after CLIENT_TIMEOUT; on close they go first (so held
+    handlers see EOF), then forked children still unreaped are killed, then
+    every server is closed (which reaps the children and joins the threads).
+    """
+
+    def __init__(self, unix_dir):
+        self.unix_dir = unix_dir
+        self.servers = []
+        self.clients = []
+        self._names = itertools.count()
+
+    def path(self, stem):
+        """A fresh socket path in unix_dir."""
+        return os.path.join(self.unix_dir, f"{stem}{next(self._names)}.sock")
+
+    def address(self, server_class):
+        """A fresh address for server_class: a Unix path, or 127.0.0.1 port 0."""
+        if server_class.address_family == socket.AF_UNIX:
+            return self.path("server")
+        return ("127.0.0.1", 0)
+
+    def server(self, server_class, handler=None, bind_and_activate=True, **class_attrs):
+        """server_class (subclassed with class_attrs, if any) on a fresh address,
+        with the echo handler by default and server.handled = []."""
+        if class_attrs:
+            server_class = type(server_class.__name__, (server_class,), class_attrs)
+        handler = handler or echo_handler(server_class)
+        server = server_class(self.address(server_class), handler, bind_and_activate)
+        server.handled = []
+        self.servers.append(server)
+        return server
+
+    def client(self, server):
+        """A socket connected to server (bound first on Unix datagram, to get replies)."""
+        sock = socket.socket(server.address_family, server.socket_type)
+        self.clients.append(sock)
+        sock.settimeout(CLIENT_TIMEOUT)
+        if server.address_family == socket.AF_UNIX and not is_stream(server):
+            sock.bind(self.path("client"))
+        sock.connect(server.server_address)
+        return sock
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        for sock in self.clients:
+            sock.close()
+        for server in self.servers:
+            for pid in getattr(server, "active_children", None) or ():
+                os.kill(pid, signal.SIGKILL)  # unreaped, so still ours
+            server.server_close()
+
+
+# -- socket clients --------------------------------------------------------------
+
+def family_of(address):
+    """AF_UNIX for a path, AF_INET for a (host, port) pair."""
+    return socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+
+
+def recv_all(sock):
+    """Everything up to EOF."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def recv_line(sock):
+    """One line with its b"\\n", byte by byte (no makefile: it would keep the
+    socket open); shorter, without b"\\n", if EOF comes first."""
+    line = b""
+    while not line.endswith(b"\n") and (byte := sock.recv(1)):
+        line += byte
+    return line
+
+
+def recv_reply(sock):
+    """A line from a stream, a datagram otherwise."""
+    return recv_line(sock) if sock.type == socket.SOCK_STREAM else sock.recv(65536)
+
+
+def exchange(client, payload):
+    """Send payload; the reply is everything up to EOF on a stream, one datagram otherwise."""
+    client.sendall(payload)
+    return recv_all(client) if client.type == socket.SOCK_STREAM else client.recv(65536)
+
+
+def hold(lab, server, count):
+    """count clients that sent 'hold' to a Commands server (taken when it will)."""
+    clients = [lab.client(server) for _ in range(count)]
+    for client in clients:
+        client.sendall(b"hold\n")
+    return clients
+
+
+def release(client):
+    """Let a held Commands handler finish (asserts it answered 'done')."""
+    client.sendall(b"go\n")
+    assert recv_line(client) == b"done\n"
+
+
+def request(address, command, timeout=CLIENT_TIMEOUT):
+    """Send `command` + "\\n" on a new connection to a stream server (TCP or Unix)
+    and return its reply line without the "\\n".  Returns "" if the server closed
+    the connection unanswered; raises ConnectionError if it closed mid-line, and
+    OSError (a timeout, a reset) as the socket does."""
+    with socket.socket(family_of(address), socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.sendall(command.encode() + b"\n")
+        reply = recv_line(sock)
+    if reply and not reply.endswith(b"\n"):
+        raise ConnectionError(f"reply to {command!r} cut short: {reply!r}")
+    return reply.decode().rstrip("\n")
+
+
+Reply = collections.namedtuple("Reply", "pid generation text")
+
+
+def parse_reply(line):
+    """A tests/apps/commands.py echo reply "<pid> <generation> TEXT" as a Reply."""
+    pid, generation, text = line.split(" ", 2)
+    return Reply(int(pid), int(generation), text)
+
+
+def echo(address, words="hello"):
+    """An "echo WORDS" request to a tests/apps/commands.py stream server: the
+    Reply; AssertionError unless exactly the words came back."""
+    line = request(address, f"echo {words}")
+    assert line.count(" ") >= 2, f"no echo reply to {words!r}: {line!r}"
+    reply = parse_reply(line)
+    assert reply.text == words, reply
+    return reply
+
+
+@contextlib.contextmanager
+def datagram_client(address, unix_dir):
+    """A datagram socket for the server's family, timing out after CLIENT_TIMEOUT.
+    A Unix datagram client binds unix_dir/client, or the server could not answer it."""
+    with socket.socket(family_of(address), socket.SOCK_DGRAM) as sock:
+        sock.settimeout(CLIENT_TIMEOUT)
+        if isinstance(address, str):
+            sock.bind(os.path.join(unix_dir, "client"))
+        yield sock
+
+
+class Load:
+    """Client threads, each sending sequential echo() requests (a new connection
+    each) from construction until stop() -- at most `limit` requests in all,
+    `pace` seconds apart per thread.  Counts: sent; replies (Reply, in arrival
+    order); failures ((words, error), any exception counts).  A context manager
+    whose exit stops it."""
+
+    def __init__(self, address, threads=2, limit=100_000, pace=0.0):
+        self.address = address
+        self.limit = limit
+        self.pace = pace
+        self.sent = 0
+        self.replies = []
+        self.failures = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True)
+                         for n in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def generations(self):
+        """The worker generations that answered."""
+        return {reply.generation for reply in self.replies}
+
+    def answered(self):
+        return len(self.replies)
+
+    def wait_for_replies(self, count, message="replies"):
+        """Wait until `count` more requests than now have been answered."""
+        target = len(self.replies) + count
+        wait_for(lambda: len(self.replies) >= target, message=message)
+
+    def stop(self):
+        """Stop the threads; fail if one does not end within 2 * CLIENT_TIMEOUT."""
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(2 * CLIENT_TIMEOUT)
+            assert not thread.is_alive(), "a client thread did not stop"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _run(self, n):
+        for i in itertools.count():
+            with self._lock:
+                if self._stopping.is_set() or self.sent >= self.limit:
+                    return
+                self.sent += 1
+            words = f"client{n} request{i}"
+            try:
+                self.replies.append(echo(self.address, words))
+            except Exception as error:  # noqa: BLE001 -- every failure counts
+                self.failures.append((words, error))
+            if self.pace:
+                # Pacing, not waiting for a state: keeps the load bounded; stop() ends it.
+                self._stopping.wait(self.pace)
+
+
+class Requests:
+    """The same command sent with request() on `count` connections at once,
+    each in a thread."""
+
+    def __init__(self, address, command, count):
+        self.replies = [None] * count
+
+        def send(index):
+            try:
+                self.replies[index] = request(address, command)
+            except Exception as error:  # noqa: BLE001 -- reported by results()
+                self.replies[index] = repr(error)
+
+        self._threads = [threading.Thread(target=send, args=(i,), daemon=True)
+                         for i in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def results(self):
+        """Each connection's reply line ("" if unanswered, repr(error) if it
+        failed), after waiting up to 10 s for each."""
+        for thread in self._threads:
+            thread.join(10)
+        return self.replies
+
+
+def assert_replies(requests, word):
+    """Every connection of `requests` (a Requests) was answered "<pid> <word>"."""
+    replies = requests.results()
+    assert all(reply.partition(" ")[2] == word for reply in replies), replies
+
+
+# -- processes ---------------------------------------------------------------------
+
+def gone(process):
+    """Whether a psutil.Process has exited: no longer running (pid reuse aside),
+    or a zombie left to its parent."""
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+class Process:
+    """A process started by a test in a session of its own: its output
+    (stdout and stderr) is read line by line; stop() ends it and everything it
+    started."""
+
+    def __init__(self, args, env=None, cwd=ROOT):
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1")
+        full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.update(env or {})
+        self.popen = subprocess.Popen(
+            args, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)
+        self.pid = self.popen.pid
+        self.lines = []
+
+    def readline_until(self, predicate, timeout=15.0):
+        """Read output lines (kept in self.lines) until one satisfies predicate;
+        return that line, or raise AssertionError after timeout seconds."""
+        result = {}
+
+        def reader():
+            for line in self.popen.stdout:
+                self.lines.append(line)
+                if predicate(line):
+                    result["line"] = line
+                    return
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if "line" not in result:
+            raise AssertionError("expected output not seen; got:\n" + "".join(self.lines))
+        return result["line"]
+
+    def output(self):
+        """Everything the process printed (call after it has exited)."""
+        rest = self.popen.stdout.read()
+        self.lines.append(rest)
+        return "".join(self.lines)
+
+    def wait(self, timeout=15.0):
+        """Its exit code (-N if killed by signal N); TimeoutExpired after timeout."""
+        return self.popen.wait(timeout)
+
+    def descendants(self):
+        """psutil.Process of every live process it started: its descendants and,
+        to reach orphans in other process groups, every process of its session."""
+        found = {}
+        with contextlib.suppress(psutil.Error):
+            found = {p.pid: p for p in psutil.Process(self.pid).children(recursive=True)}
+        for pid in psutil.pids():
+            if pid in found or pid in (self.pid, os.getpid()):
+                continue
+            with contextlib.suppress(OSError, psutil.Error):
+                if os.getsid(pid) == self.pid:
+                    found[pid] = psutil.Process(pid)
+        return found
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Send sig, wait up to timeout seconds for the process to exit, then
+        SIGKILL every process of its tree still there -- collected before
+        signalling, so descendants outside its process group are reached too --
+        and reap it.  Returns its exit code (-N if killed by signal N)."""
+        tree = self.descendants()
+        if sig == signal.SIGKILL:  # nothing to wait for: take the tree down at once
+            self._kill_tree(tree, timeout)
+        elif self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
+        self._kill_tree(tree, timeout)
+        self.popen.wait(timeout)
+        return self.popen.returncode
+
+    def _kill_tree(self, tree, timeout):
+        """SIGSTOP the process and `tree` (so none can fork any more), add what
+        they started meanwhile until nothing new appears, SIGKILL them all and
+        wait up to timeout seconds for them to be gone."""
+        members = dict(tree)
+        if self.popen.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                members[self.pid] = psutil.Process(self.pid)
+        while True:
+            for member in list(members.values()):
+                with contextlib.suppress(psutil.Error):
+                    member.suspend()
+            new = {pid: p for pid, p in self.descendants().items() if pid not in members}
+            for member in list(members.values()):
+                with contextlib.suppress(psutil.Error):
+                    new.update({p.pid: p for p in member.children() if p.pid not in members})
+            if not new:
+                break
+            members.update(new)
+        for member in members.values():
+            with contextlib.suppress(psutil.Error):
+                member.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.popen.poll()  # reap the process itself, if it is dead
+        others = [p for pid, p in members.items() if pid != self.pid]
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: all(map(gone, others)), timeout=timeout,
+                     message="the killed processes to be gone")
+
+
+def start_app(spawn, *args, env=None):
+    """Start tests/apps/serve.py with these arguments; return (process, address)
+    once it prints READY.  address is ("127.0.0.1", port) or a Unix path."""
+    process = spawn([PYTHON, os.path.join(APPS, "serve.py"), *args], env=env)
+    line = process.readline_until(lambda l: l.startswith("READY "))
+    text = line.split(None, 1)[1].strip()
+    if text.startswith("unix:"):
+        return process, text[len("unix:"):]
+    host, _, port = text.rpartition(":")
+    return process, (host, int(port))
+
+
+def wait_booted(process, count):
+    """Read the log until `count` workers have logged that they booted (some may
+    have done so before the master printed READY)."""
+    booted = [line for line in process.lines if "Booted worker" in line]
+
+    def is_boot_line(line):
+        if "Booted worker" in line:
+            booted.append(line)
+        return len(booted) >= count
+
+    if len(booted) < count:
+        process.readline_until(is_boot_line)
+
+
+def start_booted(spawn, *args, workers=2, env=None):
+    """start_app() with `workers` workers; return (process, address) once every
+    worker has logged that it booted."""
+    process, address = start_app(spawn, "--set", f"workers={workers}", *args, env=env)
+    wait_booted(process, workers)
+    return process, address
+
+
+def wait_log(process, *fragments):
+    """The next output line that contains every fragment."""
+    return process.readline_until(lambda line: all(f in line for f in fragments))
+
+
+def closed_seconds(process):
+    """How long serve.py's server_close() took: read from its "CLOSED <s>" line."""
+    line = process.readline_until(lambda l: l.startswith("CLOSED "))
+    return float(line.split()[1])
+
+
+def stop_server(process, expected_code=0):
+    """SIGTERM (graceful stop); assert the master exited with expected_code."""
+    assert process.stop(signal.SIGTERM) == expected_code, process.output()
+
+
+def children(pid):
+    """The direct children of process pid, zombies included: {pid: psutil status}."""
+    found = {}
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):  # reaped while we looked
+            found[child.pid] = child.status()
+    return found
+
+
+def live_children(pid=None):
+    """pids of the children of process pid (default: this process) that have not exited."""
+    return {child for child, status in children(pid or os.getpid()).items()
+            if status != psutil.STATUS_ZOMBIE}
+
+
+def assert_no_zombies(pid, timeout=ZOMBIE_TIMEOUT):
+    """Process pid reaps its exited children promptly: within timeout seconds
+    none of them is left a zombie."""
+    wait_for(lambda: psutil.STATUS_ZOMBIE not in children(pid).values(),
+             timeout=timeout, message=f"process {pid} to reap its exited children")
+
+
+def wait_replaced(master_pid, before, gone_pid, timeout=5):
+    """Wait until worker gone_pid is reaped and the master has as many children
+    as the pids `before` again, with new ones; return the new pids."""
+    def replaced():
+        now = children(master_pid)
+        new = set(now) - before
+        return gone_pid not in now and len(now) == len(before) and new
+    return wait_for(replaced, timeout=timeout, message=f"worker {gone_pid} to be replaced")
+
+
+def process_tree(pid):
+    """[psutil.Process of pid, then of each of its descendants]."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def assert_tree_gone(tree, timeout=5):
+    """Every psutil.Process of tree exits (see gone()) within timeout seconds."""
+    try:
+        wait_for(lambda: all(map(gone, tree)), timeout=timeout,
+                 message="every process of the tree to exit")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; still running: {[p for p in tree if not gone(p)]}") \
+            from None
+
+
+def port_is_free(address):
+    """Whether a new server can bind and listen on the TCP address (with
+    SO_REUSEADDR, as allow_reuse_address does)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+            sock.listen()
+        except OSError:
+            return False
+    return True
+
+
+def started_requests(path, count, timeout=5):
+    """Wait until `count` slow requests ("sleep", "hang") have reached their
+    handler, as tests/apps/commands.py notes in `path`; return their start
+    times (time.monotonic(), comparable with this process's)."""
+    def lines():
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            found = f.read().splitlines()
+        return found if len(found) >= count else None
+    return [float(line.split()[2])
+            for line in wait_for(lines, timeout=timeout, message=f"{count} requests started")]
+
+
+def set_version(module_path, old, new):
+    """Rewrite `VERSION = "old"` as `VERSION = "new"` in a copy of a handler
+    module (tests/apps/commands.py, http_handlers.py), for a reload to load."""
+    with open(module_path) as f:
+        text = f.read()
+    assert f'VERSION = "{old}"' in text
+    with open(module_path, "w") as f:
+        f.write(text.replace(f'VERSION = "{old}"', f'VERSION = "{new}"'))
