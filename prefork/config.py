@@ -125,5 +125,10 @@ def apply(server, kwargs):
         setattr(server, name, kwargs.pop(name))
     for setting in SETTINGS.values():
         setting.check(getattr(server, setting.name, None))
-    if "max_threads" in vars(server) and not isinstance(server, ThreadingMixIn):
+    if getattr(server, "max_threads", None) is not None and not isinstance(server, ThreadingMixIn):
         raise ValueError("max_threads needs a server with prefork's ThreadingMixIn")
+    if server.max_workers is None:
+        server.max_workers = max(16, 4 * server.workers)
+    if server.workers > server.max_workers:
+        raise ValueError(f"workers ({server.workers}) must not exceed "
+                         f"max_workers ({server.max_workers})")

@@ -25,6 +25,7 @@ import functools
 import select
 import socket
 import sys
+import threading
 
 from .waker import LoopWaker
 
@@ -42,6 +43,7 @@ class StopEvent:
     def __init__(self):
         self._pipe = None
         self._set = False
+        self._making = threading.Lock()  # two handler threads may ask for fileno() at once
 
     def set(self):
         self._set = True
@@ -54,13 +56,14 @@ class StopEvent:
     def wait(self, timeout=None):
         if self._set:
             return True
-        return bool(select.select([self], [], [], timeout)[0])
+        return _readable(self.fileno(), timeout)
 
     def fileno(self):
-        if self._pipe is None:
-            self._pipe = LoopWaker()
-            if self._set:
-                self._pipe.wake()
+        with self._making:
+            if self._pipe is None:
+                self._pipe = LoopWaker()
+                if self._set:  # (set() before the pipe was made: it could not wake it)
+                    self._pipe.wake()
         return self._pipe.fileno()
 
     def close(self):
@@ -114,9 +117,15 @@ class HTTPStop:
     def _request_still_comes(self, first):
         """The stop has begun: whether a request is (or, first, soon will be) here to answer."""
         if first:
-            return bool(select.select([self.connection], [], [], self.FIRST_REQUEST_GRACE)[0])
-        self.stop_connection()  # what the client already sent is read; nothing more
+            return _readable(self.connection.fileno(), self.FIRST_REQUEST_GRACE)
+        self._shut_reading()  # what the client already sent is read; nothing more
         return hasattr(self.rfile, "peek")
+
+    def _shut_reading(self):
+        try:
+            self.connection.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass  # already closed by the client
 
     def end_headers(self):
         if self._prefork_connections.stopping and self.request_version != "HTTP/0.9":
@@ -127,10 +136,7 @@ class HTTPStop:
 
     def stop_connection(self):
         if self._prefork_idle:
-            try:
-                self.connection.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass  # already closed by the client
+            self._shut_reading()
         own = getattr(super(), "stop_connection", None)
         if own is not None:  # the handler's own, e.g. for a stream it upgraded to
             own()
@@ -139,15 +145,20 @@ class HTTPStop:
 class OpenConnections:
     """The live handlers of one worker process (and of each request child).
 
-    stopping: whether the stop has begun in this process.  tracking(cls)
-    makes the handler class the worker instantiates; stop() tells every
-    live handler.  The registry is a dict touched only by atomic operations
-    (a signal handler may call stop() in the middle of a request).
+    stopping: whether the stop has begun in this process (stop_event is the
+    one fact).  tracking(cls) makes the handler class the worker
+    instantiates; stop() tells every live handler.  The registry is a dict
+    touched only by atomic operations (a signal handler may call stop() in
+    the middle of a request).
     """
 
-    def __init__(self):
-        self.stopping = False
+    def __init__(self, stop_event):
+        self._stop_event = stop_event
         self._handlers = {}
+
+    @property
+    def stopping(self):
+        return self._stop_event.is_set()
 
     def tracking(self, handler_class):
         """A subclass of handler_class (same name) whose instances register
@@ -190,8 +201,7 @@ class OpenConnections:
         return tracked
 
     def stop(self):
-        """The worker's stop has begun: tell every live handler that can hear it."""
-        self.stopping = True
+        """The stop has begun (stop_event is set): tell every live handler that can hear it."""
         for handler in list(self._handlers.values()):
             stop_connection = getattr(handler, "stop_connection", None)
             if stop_connection is not None:
@@ -201,11 +211,16 @@ class OpenConnections:
         """In a ForkingMixIn request child: only the child's own handler will register."""
         self._handlers = {}
 
-    def __len__(self):
-        return len(self._handlers)
-
 
 def _is_http_handler(handler_class):
     http_server = sys.modules.get("http.server")  # loaded if the handler is one of its
     return http_server is not None and issubclass(handler_class,
                                                   http_server.BaseHTTPRequestHandler)
+
+
+def _readable(fd, timeout):
+    """Whether fd becomes readable within timeout seconds (None: no limit).
+    poll(), not select(): a worker with many connections has descriptors past 1024."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else timeout * 1000))

@@ -69,7 +69,10 @@ class ServeLoop:
     @property
     def waker(self):
         """This process's self-pipe (a forked child makes its own)."""
-        if self._waker is None or self._waker.pid != os.getpid():
+        if self._waker is not None and self._waker.pid != os.getpid():
+            self._waker.close()  # our copies of the parent's: its own stay open
+            self._waker = None
+        if self._waker is None:
             self._waker = LoopWaker()
         return self._waker
 

@@ -7,8 +7,8 @@ never accepts -- and each turn (service_actions) is nginx's cycle:
     reap       collect exited workers
     watch      read each worker's slot once: its lifecycle, timeouts, limits
     dispatch   the commands that signal handlers recorded (handle_<name>)
-    reload     advance a reload in progress
-    keep       the wanted number of workers of the current generation
+    keep       the wanted number of workers of the current generation; once
+               they all serve, the retired ones (an old generation) leave
 
 Signal handlers only record a command and wake the loop; a control socket's
 commands will enter the same queue and run the same handle_<name> methods.
@@ -25,7 +25,7 @@ During a stop, HUP, TTIN, TTOU and a second TERM are logged and ignored.
 
 After server_close(), exit_status says how the stop went (ExitStatus).
 
-The longest module (~480 lines), on purpose: the master's whole cycle --
+The longest module, on purpose: the master's whole cycle --
 commands, stop, watching, reload, pool -- reads top to bottom in one place,
 as nginx's does.  What stands on its own is beside it: commands.py (the
 queue), pool.py (what is known of each worker, and its timeouts), worker.py
@@ -89,7 +89,7 @@ class Master:
         self.stop_mode = None
         self.exit_status = ExitStatus.OK
         self.generation = 1
-        self.reload = None            # a Reload in progress
+        self.reloading_from = None    # during a reload: the generation to fall back to
         self.boot_failures = 0        # in a row
         self.spawn_not_before = 0.0   # back-off after a failed boot
         self.boot_error = None
@@ -121,7 +121,6 @@ class Master:
         self.commands.dispatch(self)
         if self.stop_mode:
             return
-        self.advance_reload()
         self.keep_pool()
 
     def accepting_requests(self):
@@ -144,19 +143,25 @@ class Master:
         if self.scoreboard is not None and not len(self.pool):
             self.scoreboard.close()
             self.scoreboard = None
-        if self.stop_mode:
+        if self.stop_mode and not len(self.pool):
             self.server.on_exit()
         self.stopping.close()
+        if self.server._unix_path:
+            _unlink(self.server._unix_path)
+            self.server._unix_path = None
 
     # -- start ----------------------------------------------------------------
 
     def start(self, poll_interval):
         server = self.server
+        if self.pid is not None:
+            raise RuntimeError("a prefork server's serve_forever() runs once: make a new server")
         logfiles.configure_default_logging()
         self.pid = os.getpid()
         self.poll_interval = poll_interval
         # Two generations side by side during a reload, at the most workers.
         self.scoreboard = Scoreboard(2 * server.max_workers)
+        server._serve_loop.waker  # made now: a signal during the first forks wakes the loop
         self.commands.install_signals()
         set_title(server, "master")
         log.info("Starting prefork master (pid %d)", self.pid)
@@ -268,9 +273,7 @@ class Master:
             if record.state is not Lifecycle.KILLED:
                 self.kill(record, f"did not stop within {self.server.graceful_timeout}s")
         self.exit_status = max(self.exit_status, ExitStatus.KILLED)
-        for record in self.pool:
-            _, status = os.waitpid(record.pid, 0)
-            self.worker_exited(record, status)
+        self.reap(block=True)
 
     # -- workers: ask, kill, reap ---------------------------------------------------
 
@@ -291,18 +294,19 @@ class Master:
         except OSError:
             _signal(record.pid, signal.SIGKILL)  # not its group leader yet
 
-    def retire(self, record, why, detail, at_once=False):
+    def retire(self, record, why, at_once=False):
         """Want a worker gone: asked to stop once its replacement serves (or now)."""
-        log.info("Retiring worker %d (pid %d): %s", record.info.number, record.pid, detail)
+        log.info("Retiring worker %d (pid %d): %s", record.info.number, record.pid, why.value)
         record.retire = why
         if at_once:
             self.ask_to_stop(record)
 
-    def reap(self):
-        """Collect every exited worker of ours (never anyone else's children)."""
+    def reap(self, block=False):
+        """Collect every exited worker of ours (never anyone else's children);
+        with block, wait for each."""
         for record in self.pool:
             try:
-                pid, status = os.waitpid(record.pid, os.WNOHANG)
+                pid, status = os.waitpid(record.pid, 0 if block else os.WNOHANG)
             except ChildProcessError:
                 pid, status = record.pid, 0
             if pid:
@@ -338,7 +342,7 @@ class Master:
                 0.1 * 2 ** (self.boot_failures - 1), MAX_BOOT_BACKOFF)
             return
         self.boot_failures = 0
-        if self.reload is not None:
+        if self.reloading_from is not None:
             self.abort_reload(error)
         elif not self.pool.any_serving():
             self.boot_error = f"worker failed to boot {attempts} times in a row: {error}"
@@ -362,22 +366,21 @@ class Master:
             if problem:
                 self.kill(record, problem)
             elif record.retire is None and record.too_old(now, self.server.max_worker_age):
-                self.retire(record, Retire.AGE, f"older than max_worker_age "
-                                                f"({self.server.max_worker_age}s)")
+                self.retire(record, Retire.AGE)
 
     # -- reload: a new generation beside the old, as nginx does ---------------------------
     #
     # start_reload() bumps the generation and retires every wanted worker;
     # keep_pool() forks the new generation and, once it serves in full, asks
-    # the retired workers to stop; boot_failed() calls abort_reload() if the
-    # new generation cannot boot, and the old one serves on.
+    # the retired workers to stop -- the reload is done; boot_failed() calls
+    # abort_reload() if the new generation cannot boot: the old one serves on.
 
     def start_reload(self):
         log.info("Reloading: starting generation %d", self.generation + 1)
         self.server.on_reload()
         self.warn_if_not_reloadable()
-        if self.reload is None:
-            self.reload = self.generation  # the generation to fall back to
+        if self.reloading_from is None:
+            self.reloading_from = self.generation
         self.generation += 1
         self.boot_failures = 0
         for record in self.pool.wanted():
@@ -385,15 +388,6 @@ class Master:
             if record.state is Lifecycle.BOOTING:  # never served: no need to wait
                 self.ask_to_stop(record)
         self.keep_pool()
-
-    def advance_reload(self):
-        if self.reload is None:
-            return
-        new = self.pool.of_generation(self.generation)
-        if len(new) >= self.server.workers and all(
-                record.state is Lifecycle.SERVING for record in new):
-            log.info("Reloaded: generation %d serving", self.generation)
-            self.reload = None
 
     def abort_reload(self, error):
         """The new generation cannot boot: keep the old one serving."""
@@ -404,8 +398,8 @@ class Master:
             elif record.retire is Retire.RELOAD and record.asked_at is None:
                 record.retire = None
         kept = [record.generation for record in self.pool.wanted()]
-        self.generation = max(kept, default=self.reload)
-        self.reload = None
+        self.generation = max(kept, default=self.reloading_from)
+        self.reloading_from = None
         log.error("Reload failed, keeping generation %d: %s", self.generation, error)
 
     # -- the pool -----------------------------------------------------------------
@@ -418,7 +412,7 @@ class Master:
         wanted = self.pool.wanted()
         extra = max(0, len(wanted) - self.server.workers)
         for record in wanted[:extra]:
-            self.retire(record, Retire.FEWER, "fewer workers wanted", at_once=True)
+            self.retire(record, Retire.FEWER, at_once=True)
         wanted = wanted[extra:]
         while len(wanted) < self.server.workers and self.may_spawn(wanted):
             record = self.spawn()
@@ -430,6 +424,9 @@ class Master:
                 record.state is Lifecycle.SERVING for record in wanted):
             for record in self.pool.awaiting_replacement():
                 self.ask_to_stop(record)
+            if self.reloading_from is not None:
+                log.info("Reloaded: generation %d serving", self.generation)
+                self.reloading_from = None
 
     def may_spawn(self, wanted):
         if monotonic() < self.spawn_not_before:
@@ -460,9 +457,13 @@ class Master:
             return None
         self.waiting_for_room = False
         info = WorkerInfo(slot + 1, self.generation, monotonic())
-        self.server.pre_fork(info)
-        info.pid = fork_worker(Worker(self.server, self.framework, info, self.scoreboard,
-                                      self.pid, self.worker_poll_interval()), SIGNALS)
+        try:
+            self.server.pre_fork(info)
+            info.pid = fork_worker(Worker(self.server, self.framework, info, self.scoreboard,
+                                          self.pid, self.worker_poll_interval()), SIGNALS)
+        except BaseException:
+            self.scoreboard.release(slot)
+            raise
         record = WorkerRecord(info, slot)
         self.pool.add(record)
         return record
@@ -484,3 +485,12 @@ def _describe_exit(status):
     if code < 0:
         return f"was killed by {signal.Signals(-code).name}"
     return f"exited with code {code}"
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        log.warning("Could not remove %s: %s", path, error)

@@ -12,9 +12,7 @@ overrides to the role of the process it runs in -- a Master (master.py),
 replaced by a Worker (worker.py) in each forked worker.
 """
 
-import errno
 import logging
-import os
 import socket
 import sys
 
@@ -40,7 +38,9 @@ class PreforkMixIn:
 
     Hooks to override (gunicorn's names): on_starting, when_ready, pre_fork,
     post_fork, post_worker_init, worker_stopping, worker_exit, child_exit,
-    on_reload, nworkers_changed, on_exit.
+    on_reload, nworkers_changed, on_exit.  An exception in a master's hook
+    stops the pool (quickly) and propagates from serve_forever(); one in a
+    worker's hook ends that worker (at boot: a failed boot).
 
     In a worker, handlers may read server.current_worker and wait on
     server.stopping (see connections.py for connections kept open).
@@ -48,11 +48,6 @@ class PreforkMixIn:
 
     def __init__(self, *args, **kwargs):
         config.apply(self, kwargs)
-        if self.max_workers is None:
-            self.max_workers = max(16, 4 * self.workers)
-        if self.workers > self.max_workers:
-            raise ValueError(f"workers ({self.workers}) must not exceed "
-                             f"max_workers ({self.max_workers})")
         if self.reuse_port:
             if self.socket_type != socket.SOCK_STREAM or self.address_family == socket.AF_UNIX:
                 raise ValueError("reuse_port needs a TCP server")
@@ -131,9 +126,6 @@ class PreforkMixIn:
         """Close the listener; in the master, wait for the workers (block_on_close)
         and remove the Unix socket file it bound."""
         self._role.server_close()
-        if self._unix_path and self._role.info is None:
-            _unlink(self._unix_path)
-            self._unix_path = None
 
     def handle_error(self, request, client_address):
         """A client that reset or broke its connection is one line of the
@@ -179,7 +171,8 @@ class PreforkMixIn:
         """In the master, when TTIN/TTOU change the number of workers."""
 
     def on_exit(self):
-        """In the master, once every worker has stopped."""
+        """In the master, once every worker has stopped (server_close() with
+        block_on_close; without it, workers may still be finishing: not called)."""
 
 
 config.install_defaults(PreforkMixIn)
@@ -194,11 +187,3 @@ def _default_of_the_framework(cls, name):
 
 def _format_client(address):
     return format_address(address) if address else "(unix)"
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except OSError as error:
-        if error.errno != errno.ENOENT:
-            log.warning("Could not remove %s: %s", path, error)

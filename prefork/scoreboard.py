@@ -102,9 +102,6 @@ class Scoreboard:
                 return index
         return None
 
-    def free_slots(self):
-        return sum(slot.state == SlotState.FREE for slot in self._slots)
-
     def read(self, index):
         """A sanitised copy of slot `index` (a SlotView)."""
         return SlotView(self._slots[index])

@@ -10,9 +10,10 @@ Signals, in the worker: TERM stops gracefully -- no new requests; open
 connections are told (see connections.py); the requests in flight finish,
 per block_on_close; ForkingMixIn request children are passed the TERM.  INT
 and QUIT stop at once.  USR1 reopens log files.  The master's own signals
-(HUP, TTIN, TTOU, USR2) are ignored.
+(HUP, TTIN, TTOU; USR2, kept for a binary upgrade) are ignored.
 """
 
+import functools
 import gc
 import importlib
 import logging
@@ -59,7 +60,7 @@ class WorkerInfo:
 class Worker:
     """The role of a worker process: PreforkMixIn hands it its overrides.
 
-    Made in the child by Master.spawn(); run() never returns.  framework is
+    Made by Master.spawn(), run in the forked child: run() never returns.  framework is
     the server as the class after PreforkMixIn sees it (super()).
     """
 
@@ -69,11 +70,11 @@ class Worker:
         self.framework = framework
         self.info = info
         self.master_pid = master_pid
-        self.pid = None
         self.scoreboard = scoreboard
         self.slot = None
         self.stopping = None           # a StopEvent, made at boot (in the worker)
-        self.connections = OpenConnections()
+        self.stop_not_begun = [True]   # popped by the one begin_stop() that runs
+        self.connections = None        # OpenConnections, made at boot
         self.in_request_child = False  # True in a ForkingMixIn child of this worker
         self.next_parent_check = 0.0
         self.accepted = 0
@@ -102,8 +103,9 @@ class Worker:
 
     def boot(self):
         server, info = self.server, self.info
-        self.pid = info.pid = os.getpid()
+        info.pid = os.getpid()
         self.stopping = StopEvent()
+        self.connections = OpenConnections(self.stopping)
         self.install_signals()
         os.setpgid(0, 0)  # a group of its own: the master can end it with its request children
         set_title(server, f"worker {info.number} [gen {info.generation}]")
@@ -126,8 +128,8 @@ class Worker:
         server.post_worker_init(info)
         if not _is_forking(server):  # (a thread would make each request's fork unsafe)
             self.start_busy_heartbeat()
-        self.slot.booted(self.pid)
-        log.info("Booted worker %d (pid %d, generation %d)", info.number, self.pid, info.generation)
+        self.slot.booted(info.pid)
+        log.info("Booted worker %d (pid %d, generation %d)", info.number, info.pid, info.generation)
 
     def reload_handler(self):
         """Import the handler's module afresh, so that a reload runs new code."""
@@ -144,7 +146,8 @@ class Worker:
                 pass
         importlib.invalidate_caches()
         module = importlib.reload(module)
-        self.server.RequestHandlerClass = getattr(module, handler.__qualname__)
+        self.server.RequestHandlerClass = functools.reduce(
+            getattr, handler.__qualname__.split("."), module)  # (a class in a class, too)
 
     def report_boot_error(self, error):
         """Leave the error on the scoreboard for the master (which logs it)."""
@@ -198,16 +201,17 @@ class Worker:
 
     def begin_stop(self, why):
         """Graceful stop: take no new request, tell open connections, let
-        those in flight finish.  Safe in a signal handler; once only."""
-        if self.connections.stopping:
+        those in flight finish.  Safe in a signal handler; runs once."""
+        try:
+            self.stop_not_begun.pop()  # one atomic step: a TERM and a recycling
+        except IndexError:             # request thread may both get here
             return
+        self.stopping.set()
         if self.in_request_child:  # its worker passed the TERM on
-            self.stopping.set()
             self.connections.stop()
             return
-        log.info("Worker %d (pid %d) stopping: %s", self.info.number, self.pid, why)
+        log.info("Worker %d (pid %d) stopping: %s", self.info.number, self.info.pid, why)
         self.server._serve_loop.request_stop()
-        self.stopping.set()
         self.connections.stop()
         self.signal_request_children(signal.SIGTERM)
         self.server.worker_stopping(self.info)
@@ -307,6 +311,7 @@ class Worker:
         """After a fork in this worker (ForkingMixIn): the child serves one
         request, leaves the slot alone, and hears only its own connection."""
         self.in_request_child = True
+        self.stop_not_begun = [True]  # its own stop: when its worker passes the TERM on
         self.connections.forked()
 
     def arm_request_alarm(self, client_address):
@@ -336,13 +341,15 @@ def fork_worker(worker, master_signals):
     gc.collect()
     gc.freeze()
     signal.pthread_sigmask(signal.SIG_BLOCK, master_signals)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            worker.run()
-        finally:
-            os._exit(1)  # run() never returns; never fall back into the master's loop
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, master_signals)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                worker.run()
+            finally:
+                os._exit(1)  # run() never returns; never fall back into the master's loop
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, master_signals)  # (in the master)
     return pid
 
 

@@ -243,6 +243,12 @@ def test_max_threads_is_a_keyword_of_threading_servers_only(spawn, started_file)
         with pytest.raises(ValueError, match="max_threads needs a server with prefork's "
                                              "ThreadingMixIn"):
             server_class(("127.0.0.1", 0), prefork.StreamRequestHandler, max_threads=1)
+
+    class SyncWithMaxThreads(prefork.PreforkTCPServer):
+        max_threads = 8  # as a class attribute, where it would be silently ignored
+
+    with pytest.raises(ValueError, match="max_threads needs"):
+        SyncWithMaxThreads(("127.0.0.1", 0), prefork.StreamRequestHandler)
     assert fd_count() == before
 
     # And applied: one worker with max_threads=1 runs two requests one after the other.
