@@ -88,10 +88,10 @@ class HTTPStop:
 
     FIRST_REQUEST_GRACE = 1.0
     _prefork_idle = False
-    _prefork_requests = 0
+    _prefork_served = False  # a request of this connection's has been read
 
     def handle_one_request(self):
-        first = not self._prefork_requests
+        first = not self._prefork_served
         # Idle first, then look at the flag; stop_connection() sets the flag
         # first, then looks at idle: whichever runs second sees the other.
         self._prefork_idle = not first
@@ -111,7 +111,7 @@ class HTTPStop:
                     return
         finally:
             self._prefork_idle = False
-        self._prefork_requests += 1
+        self._prefork_served = True
         super().handle_one_request()
 
     def _request_still_comes(self, first):

@@ -64,21 +64,22 @@ def reuse_port_listener(server):
 
 def remove_stale_unix_socket(path, socket_type):
     """Remove the socket file at path if nothing listens on it any more (left
-    by a master that was SIGKILLed), as gunicorn does, and return True; raise
+    by a master that was SIGKILLed), as gunicorn does, and return True (else
+    False); raise
     OSError(EADDRINUSE) with a clear message if a server does listen on it.
     Anything that is not a socket file is left alone, for bind() to refuse."""
     try:
         if not stat.S_ISSOCK(os.stat(path).st_mode):
-            return
+            return False
     except FileNotFoundError:
-        return
+        return False
     with socket.socket(socket.AF_UNIX, socket_type) as probe:
         try:
             probe.connect(path)
         except ConnectionRefusedError:
             pass  # nobody there: a stale file
         except OSError:
-            return  # cannot tell (permissions...): let bind() say what it says
+            return False  # cannot tell (permissions...): let bind() say what it says
         else:
             raise OSError(errno.EADDRINUSE, f"another server is listening on {path}")
     os.unlink(path)

@@ -124,8 +124,5 @@ class Pool:
         return sorted((r for r in self if r.retire is not None and r.asked_at is None),
                       key=lambda r: r.info.born)
 
-    def of_generation(self, generation):
-        return [r for r in self if r.generation == generation and r.state is not Lifecycle.KILLED]
-
     def any_serving(self):
         return any(r.state is Lifecycle.SERVING for r in self)

@@ -173,11 +173,11 @@ class Worker:
     def start_busy_heartbeat(self):
         """While the loop's thread runs a request its loop does not turn: beat for
         it, so that the master tells a long request from a stopped or wedged
-        process (one that cannot run this thread) -- see liveness_timeout."""
-        interval = min(max(self.server.liveness_timeout / 4, 0.05), 5.0)
+        process (one that cannot run this thread) -- see liveness_timeout.  It
+        beats as often as the loop would (poll_interval, set for liveness)."""
 
         def beat():
-            while not self.stopping.wait(interval):
+            while not self.stopping.wait(self.poll_interval):
                 self.slot.busy_heartbeat(monotonic())
 
         threading.Thread(target=beat, name="prefork-heartbeat", daemon=True).start()

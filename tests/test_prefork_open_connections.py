@@ -108,6 +108,13 @@ def clients():
         client.close()
 
 
+def send_term(process):
+    """TERM the master; return when it was sent."""
+    began = time.monotonic()
+    os.kill(process.pid, signal.SIGTERM)
+    return began
+
+
 def exit_code_within(process, began, limit):
     """The master's exit code, asserting it exited within `limit` seconds of `began`."""
     try:
@@ -207,8 +214,7 @@ def test_term_closes_an_idle_keep_alive_connection_at_once(spawn, clients, mixin
     assert (status, connection, reply.text) == (200, None, "v1")  # kept alive
     tree = process_tree(process.pid)
 
-    began = time.monotonic()
-    os.kill(process.pid, signal.SIGTERM)
+    began = send_term(process)
     assert client.closed_at() - began < FAST  # a clean EOF, as after a keep-alive timeout
     assert exit_code_within(process, began, FAST) == 0
     assert "Killing" not in process.output()
@@ -243,8 +249,7 @@ def test_hup_retires_the_old_generation_at_once_and_new_code_answers(
     assert (status, connection, reply.generation, reply.text) == (200, None, 2, "v2")
     assert "Killing" not in "".join(process.lines)
     assert_no_zombies(process.pid)
-    began = time.monotonic()
-    os.kill(process.pid, signal.SIGTERM)
+    began = send_term(process)
     assert exit_code_within(process, began, FAST) == 0
 
 
@@ -259,8 +264,7 @@ def test_term_lets_a_request_in_flight_finish_with_connection_close(
     client.send("GET", "/slow")
     [started] = started_requests(path, 1)
 
-    began = time.monotonic()
-    os.kill(process.pid, signal.SIGTERM)
+    began = send_term(process)
     status, connection, reply = client.response()
     assert (status, connection, reply.text) == (200, "close", "slept")
     closed = client.closed_at()
@@ -282,8 +286,7 @@ def test_an_idle_connection_stays_usable_in_normal_operation(spawn, clients, mix
     assert first[:2] == second[:2] == (200, None)
     assert second[2].pid == first[2].pid  # (forking: the same request child)
     assert client.http.sock is client.sock  # the same connection
-    began = time.monotonic()
-    os.kill(process.pid, signal.SIGTERM)
+    began = send_term(process)
     assert exit_code_within(process, began, FAST) == 0
 
 
@@ -304,8 +307,7 @@ def test_a_partly_sent_request_is_in_progress_and_answered(
     started_requests(path, 1)  # do_POST reads the body
     term = TermPassedOn(process, client.sock, mixin)
 
-    began = time.monotonic()
-    os.kill(process.pid, signal.SIGTERM)
+    began = send_term(process)
     wait_workers_stopping(process)
     term.wait()
     client.http.send(b"67890")
@@ -326,8 +328,7 @@ def test_a_connection_accepted_before_term_gets_its_first_request_answered(
     owner_of(process, client.sock)
     term = TermPassedOn(process, client.sock, mixin)
 
-    began = time.monotonic()
-    os.kill(process.pid, signal.SIGTERM)
+    began = send_term(process)
     wait_workers_stopping(process)
     term.wait()
     status, connection, reply = client.get("/")
@@ -360,8 +361,7 @@ def test_xmlrpc_keep_alive_connection_then_term_exits_at_once(spawn, clients):
     ([pid, generation],), _ = xmlrpc.client.loads(response.read())
     assert generation == 1
 
-    began = time.monotonic()
-    os.kill(process.pid, signal.SIGTERM)
+    began = send_term(process)
     assert client.closed_at() - began < FAST
     assert exit_code_within(process, began, FAST) == 0
     proxy("close")()
@@ -380,8 +380,7 @@ def test_a_handler_that_ignores_the_stop_is_killed_and_the_status_says_so(spawn)
         sock.sendall(b"hello\n")
         assert recv_line(sock) == b"hello\n"
         tree = process_tree(process.pid)
-        began = time.monotonic()
-        os.kill(process.pid, signal.SIGTERM)
+        began = send_term(process)
         assert exit_code_within(process, began, 1 + FAST) == 1
         assert time.monotonic() - began >= 1  # it did wait graceful_timeout
         assert recv_line(sock) == b""  # its worker killed: the connection closed
@@ -399,8 +398,7 @@ def test_a_line_handler_with_stop_connection_ends_at_once(spawn, mixin):
     with socket.create_connection(address, timeout=CLIENT_TIMEOUT) as sock:
         sock.sendall(b"hello\n")
         assert recv_line(sock) == b"hello\n"
-        began = time.monotonic()
-        os.kill(process.pid, signal.SIGTERM)
+        began = send_term(process)
         assert recv_line(sock) == b""
         assert time.monotonic() - began < FAST
         assert exit_code_within(process, began, FAST) == 0
@@ -416,8 +414,7 @@ def test_an_http_handlers_own_stop_connection_is_called_too(spawn, mixin):
     connection = http.client.HTTPConnection(*address, timeout=CLIENT_TIMEOUT)
     connection.request("GET", "/")
     assert connection.getresponse().read() == b"ok\n"
-    began = time.monotonic()
-    os.kill(process.pid, signal.SIGTERM)
+    began = send_term(process)
     assert exit_code_within(process, began, FAST) == 0
     connection.close()
 
@@ -459,8 +456,7 @@ def test_feed_example_ends_its_feeds_on_term(spawn):
     feeds = [subscribe(address, topic)[0] for topic in ("news", "weather")]
     tree = process_tree(process.pid)
 
-    began = time.monotonic()
-    os.kill(process.pid, signal.SIGTERM)
+    began = send_term(process)
     for sock in feeds:
         with sock:
             assert goodbye_at(sock) - began < FAST
@@ -483,7 +479,6 @@ def test_feed_example_hands_over_to_the_new_generation_on_hup(spawn):
     sock, line = subscribe(address, "news")  # the subscriber reconnects
     with sock:
         assert ", generation 2, " in line, line
-    began = time.monotonic()
-    os.kill(process.pid, signal.SIGTERM)
+    began = send_term(process)
     assert exit_code_within(process, began, FAST) == 0
     assert "Killing" not in process.output()
