@@ -84,7 +84,7 @@ class FeedServer(prefork.PreforkMixIn, prefork.ThreadingMixIn, prefork.TCPServer
     inline_quick_requests = False  # no request is quick here: each subscriber gets its own thread
     # The handler is defined in this script: a reload (HUP) starts new workers
     # running the same code.  To reload edited code, put it in a module of its
-    # own (as examples/http_prefork.py does with hello_handler.py).
+    # own (as the demo's hello_handler.py is).
     preload_app = True
 
     def when_ready(self):

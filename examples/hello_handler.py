@@ -1,9 +1,9 @@
 """The demo's request handler, in a module of its own so that a reload runs new code.
 
-examples/http_prefork.py serves it.  On HUP the master starts a new generation of
-workers, and each re-imports this module (unless preload_app): edit GREETING,
-`kill -HUP` the master, and the new generation answers with the new text.  A
-handler defined in the script itself (__main__) could not be re-imported.
+./scripts/demo serves it: `prefork -c demo_config.py hello_handler:HelloHandler`, run
+in examples/.  On HUP the master starts a new generation of workers, and each
+imports this module afresh (unless --preload): edit GREETING, `kill -HUP` the
+master, and the new generation answers with the new text.
 """
 
 import os

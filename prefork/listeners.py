@@ -39,7 +39,8 @@ def share_listener(server):
     a server of the standard library's socketserver needs a non-blocking socket.
     """
     if not isinstance(server, BaseServer):
-        server.socket.setblocking(False)
+        for listener in server.listeners:
+            listener.setblocking(False)
 
 
 def reuse_port_listener(server):
@@ -84,3 +85,144 @@ def remove_stale_unix_socket(path, socket_type):
             raise OSError(errno.EADDRINUSE, f"another server is listening on {path}")
     os.unlink(path)
     return True
+
+
+# -- bind specs, as gunicorn writes them ---------------------------------------
+
+DEFAULT_PORT = 8000
+
+
+class Bind:
+    """A parsed bind spec: family, type and address -- or fd, an inherited
+    descriptor's number (fd://N).  str() gives the spec back."""
+
+    def __init__(self, spec, family=None, type=None, address=None, fd=None):
+        self.spec = spec
+        self.family = family
+        self.type = type
+        self.address = address
+        self.fd = fd
+
+    @property
+    def stream(self):
+        return self.type == socket.SOCK_STREAM
+
+    def __str__(self):
+        return self.spec
+
+    def __eq__(self, other):
+        return isinstance(other, Bind) and (self.family, self.type, self.address, self.fd) == (
+            other.family, other.type, other.address, other.fd)
+
+    def __hash__(self):
+        return hash((self.family, self.type, self.address, self.fd))
+
+
+def parse_bind(spec):
+    """A Bind for one spec: HOST:PORT, :PORT, [IPv6]:PORT, HOST (port 8000),
+    unix:PATH, udp://HOST:PORT, unix-dgram:PATH or fd://N.  A spec that is
+    none of those raises ValueError saying what was expected."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"bind {spec!r}: expected HOST:PORT, unix:PATH, udp://HOST:PORT, "
+                         "unix-dgram:PATH or fd://N")
+    text = spec.strip()
+    for prefix, kind in (("unix-dgram:", socket.SOCK_DGRAM), ("unix://", socket.SOCK_STREAM),
+                         ("unix:", socket.SOCK_STREAM)):
+        if text.startswith(prefix):
+            path = text[len(prefix):]
+            if not path:
+                raise ValueError(f"bind {spec!r}: no path after {prefix!r}")
+            return Bind(spec, socket.AF_UNIX, kind, path)
+    if text.startswith("fd://"):
+        number = text[len("fd://"):]
+        if not number.isdigit():
+            raise ValueError(f"bind {spec!r}: fd:// needs a descriptor number, e.g. fd://3")
+        return Bind(spec, fd=int(number))
+    kind = socket.SOCK_STREAM
+    for prefix, prefix_kind in (("udp://", socket.SOCK_DGRAM), ("tcp://", socket.SOCK_STREAM)):
+        if text.startswith(prefix):
+            text, kind = text[len(prefix):], prefix_kind
+    host, port = _split_host_port(spec, text)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return Bind(spec, family, kind, (host, port))
+
+
+def _split_host_port(spec, text):
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not host or (rest and not rest.startswith(":")):
+            raise ValueError(f"bind {spec!r}: an IPv6 address is written [ADDRESS]:PORT")
+        port = rest[1:] if rest else str(DEFAULT_PORT)
+    elif ":" in text:
+        host, _, port = text.rpartition(":")
+        if ":" in host:
+            raise ValueError(f"bind {spec!r}: an IPv6 address is written [ADDRESS]:PORT")
+    else:
+        host, port = text, str(DEFAULT_PORT)
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"bind {spec!r}: the port must be a number from 0 to 65535")
+    return host, int(port)
+
+
+class AdoptedSocket(socket.socket):
+    """A socket bound before its server was made -- by the command, by
+    systemd or by a master that handed it over.  The server's own
+    server_bind() still runs (HTTPServer, for one, reads its address there)
+    but its bind() is a no-op.  bound_here: this process bound it, so a Unix
+    socket file is ours to remove when it closes (not one inherited)."""
+
+    bound_here = False
+    opened_for = None  # the Bind it was opened for
+
+    def bind(self, address):
+        pass
+
+
+def open_listener(bind, backlog):
+    """A listening socket for bind (an AdoptedSocket): bound, and listening
+    for streams (non-blocking); an inherited descriptor is taken as it is."""
+    if bind.fd is not None:
+        return _inherit(bind, backlog)
+    if bind.family == socket.AF_UNIX:
+        remove_stale_unix_socket(bind.address, bind.type)
+    sock = socket.socket(bind.family, bind.type)
+    try:
+        if bind.stream and bind.family != socket.AF_UNIX:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(bind.address)
+        if bind.stream:
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    adopted = AdoptedSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    adopted.bound_here = True
+    adopted.opened_for = bind
+    return adopted
+
+
+def _inherit(bind, backlog):
+    try:
+        if not stat.S_ISSOCK(os.fstat(bind.fd).st_mode):
+            raise ValueError(f"bind {bind.spec!r}: descriptor {bind.fd} is not a socket")
+    except OSError:
+        raise ValueError(f"bind {bind.spec!r}: descriptor {bind.fd} is not open") from None
+    sock = AdoptedSocket(fileno=bind.fd)
+    sock.opened_for = bind
+    if sock.type == socket.SOCK_STREAM:
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            sock.listen(backlog)
+        sock.setblocking(False)
+    return sock
+
+
+def close_listener(sock):
+    """Close a listener of open_listener(), removing the Unix socket file it bound."""
+    address = sock.getsockname()
+    sock.close()
+    if sock.bound_here and isinstance(address, str) and address:
+        try:
+            os.unlink(address)
+        except FileNotFoundError:
+            pass

@@ -10,6 +10,11 @@ the listener is readable, the loop is woken, or poll_interval passes, takes one
 request with ``_handle_request_noblock()`` -- and, while that finds more
 queued, up to the server's ``_accept_batch`` in a row without polling again --
 and calls ``service_actions()``.
+
+A server may listen on several sockets (the prefork command's repeated
+--bind): ``_listening_sockets()`` returns them; the loop watches each and,
+before taking a request from one, makes it ``server.socket``, so that the
+server's get_request() -- prefork's or the standard library's -- reads it.
 """
 
 import os
@@ -92,36 +97,44 @@ class ServeLoop:
         batch = getattr(server, "_accept_batch", 1)
         try:
             poller.add(waker.fileno())
-            listener = server.fileno()
+            listeners = _listeners_of(server)
             watching = False
             while not self._stop_requested:
                 if accepting() != watching:
                     watching = not watching
-                    if watching:
-                        poller.add(listener, listener=True)
-                    else:
-                        poller.remove(listener)
+                    for fd in listeners:
+                        if watching:
+                            poller.add(fd, listener=True)
+                        else:
+                            poller.remove(fd)
                 ready = poller.wait(poll_interval)
                 # stop() during the wait: leave before taking another request.
                 if self._stop_requested:
-                    if wake_one and listener in ready:
-                        server._handle_request_noblock()
+                    if wake_one:
+                        for fd in ready:
+                            if fd in listeners:
+                                self._take(server, listeners[fd], 1, accepting)
                     break
                 for fd in ready:
-                    if fd != listener:
+                    if fd in listeners:
+                        self._take(server, listeners[fd], batch, accepting)
+                    else:
                         waker.drain()
-                        continue
-                    for _ in range(batch):
-                        # Only prefork's servers say whether they took a request.
-                        if (not server._handle_request_noblock()
-                                or self._stop_requested or not accepting()):
-                            break
                 server.service_actions()
         finally:
             poller.close()
             self._stop_requested = False
             self._thread = None
             self._stopped.set()
+
+    def _take(self, server, listener, batch, accepting):
+        """Take up to batch requests queued on listener (None: the only one)."""
+        if listener is not None:
+            server.socket = listener
+        for _ in range(batch):
+            # Only prefork's servers say whether they took a request.
+            if not server._handle_request_noblock() or self._stop_requested or not accepting():
+                break
 
     @property
     def serving(self):
@@ -153,3 +166,13 @@ class ServeLoop:
         if self._waker is not None and self._waker.pid == os.getpid():
             self._waker.close()
         self._waker = None
+
+
+def _listeners_of(server):
+    """{fd: socket} of the sockets the loop watches; {fd: None} for a server
+    with one listener (it is server.socket already)."""
+    sockets = getattr(server, "_listening_sockets", None)
+    sockets = sockets() if sockets else ()
+    if len(sockets) > 1:
+        return {sock.fileno(): sock for sock in sockets}
+    return {server.fileno(): None}

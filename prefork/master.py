@@ -97,6 +97,7 @@ class Master:
         self.poll_interval = 0.5
         self.pid = None
         self.waiting_for_room = False
+        self.listeners_before_reload = None  # while a reload changes the listeners
 
     # -- PreforkMixIn's overrides, in the master ---------------------------------
 
@@ -139,6 +140,8 @@ class Master:
         if self.server.block_on_close:
             self.wait_for_workers()
         self.framework.server_close()
+        for listener in self.server.listeners:
+            listener.close()
         self.commands.restore_signals()
         if self.scoreboard is not None and not len(self.pool):
             self.scoreboard.close()
@@ -146,9 +149,9 @@ class Master:
         if self.stop_mode and not len(self.pool):
             self.server.on_exit()
         self.stopping.close()
-        if self.server._unix_path:
-            _unlink(self.server._unix_path)
-            self.server._unix_path = None
+        for path in self.server._unix_paths:
+            _unlink(path)
+        self.server._unix_paths.clear()
 
     # -- start ----------------------------------------------------------------
 
@@ -165,7 +168,8 @@ class Master:
         self.commands.install_signals()
         set_title(server, "master")
         log.info("Starting prefork master (pid %d)", self.pid)
-        log.info("Listening at: %s (%d)", format_address(server.server_address), self.pid)
+        for listener in server.listeners:
+            log.info("Listening at: %s (%d)", format_address(listener.getsockname()), self.pid)
         if server._removed_stale_socket:  # (at construction, before logging was set up)
             log.info("Removed stale socket file %s", server._removed_stale_socket)
         self.warn_if_not_reloadable()
@@ -376,6 +380,11 @@ class Master:
     # abort_reload() if the new generation cannot boot: the old one serves on.
 
     def start_reload(self):
+        try:
+            self.server.reload_config()
+        except ValueError as error:
+            log.error("Reload refused, the running configuration stays: %s", error)
+            return
         log.info("Reloading: starting generation %d", self.generation + 1)
         self.server.on_reload()
         self.warn_if_not_reloadable()
@@ -400,7 +409,49 @@ class Master:
         kept = [record.generation for record in self.pool.wanted()]
         self.generation = max(kept, default=self.reloading_from)
         self.reloading_from = None
+        self.end_listener_change(keep_new=False)
         log.error("Reload failed, keeping generation %d: %s", self.generation, error)
+
+    def replace_listeners(self, sockets):
+        """The workers forked from now on accept on sockets (see end_listener_change)."""
+        server = self.server
+        if self.listeners_before_reload is None:
+            self.listeners_before_reload = server.listeners
+        server.listeners = list(sockets)
+        server.socket = server.listeners[0]
+        server.server_address = server.socket.getsockname()
+        for sock in sockets:
+            if sock not in self.listeners_before_reload:
+                server._remember_unix_path(sock)
+                log.info("Listening at: %s (%d)", format_address(sock.getsockname()), self.pid)
+
+    def listeners_not_served(self):
+        """During a change of listeners, the master's listeners that a new
+        worker must close (or connections would queue where none accepts)."""
+        before = self.listeners_before_reload or ()
+        return [sock for sock in before if sock not in self.server.listeners]
+
+    def end_listener_change(self, keep_new):
+        """The reload is over: close the listeners of the losing side."""
+        before, self.listeners_before_reload = self.listeners_before_reload, None
+        if before is None:
+            return
+        server = self.server
+        if not keep_new:
+            before, server.listeners = server.listeners, before
+            server.socket = server.listeners[0]
+            server.server_address = server.socket.getsockname()
+        for sock in before:
+            if sock not in server.listeners:
+                self.close_listener(sock)
+
+    def close_listener(self, sock):
+        address = sock.getsockname()
+        log.info("Closing listener %s", format_address(address))
+        sock.close()
+        if address in self.server._unix_paths:
+            self.server._unix_paths.remove(address)
+            _unlink(address)
 
     # -- the pool -----------------------------------------------------------------
 
@@ -427,6 +478,7 @@ class Master:
             if self.reloading_from is not None:
                 log.info("Reloaded: generation %d serving", self.generation)
                 self.reloading_from = None
+                self.end_listener_change(keep_new=True)
 
     def may_spawn(self, wanted):
         if monotonic() < self.spawn_not_before:
@@ -459,8 +511,9 @@ class Master:
         info = WorkerInfo(slot + 1, self.generation, monotonic())
         try:
             self.server.pre_fork(info)
-            info.pid = fork_worker(Worker(self.server, self.framework, info, self.scoreboard,
-                                          self.pid, self.worker_poll_interval()), SIGNALS)
+            worker = Worker(self.server, self.framework, info, self.scoreboard, self.pid,
+                            self.worker_poll_interval(), self.listeners_not_served())
+            info.pid = fork_worker(worker, SIGNALS)
         except BaseException:
             self.scoreboard.release(slot)
             raise

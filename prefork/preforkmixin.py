@@ -16,8 +16,8 @@ import logging
 import socket
 import sys
 
-from . import config
-from .listeners import format_address, remove_stale_unix_socket
+from . import config, privileges
+from .listeners import AdoptedSocket, format_address, remove_stale_unix_socket
 from .loop import ServeLoop
 from .master import Master
 
@@ -40,7 +40,12 @@ class PreforkMixIn:
     post_fork, post_worker_init, worker_stopping, worker_exit, child_exit,
     on_reload, nworkers_changed, on_exit.  An exception in a master's hook
     stops the pool (quickly) and propagates from serve_forever(); one in a
-    worker's hook ends that worker (at boot: a failed boot).
+    worker's hook ends that worker (at boot: a failed boot).  Two more say
+    where the application's code comes from: load_app (in each worker) and
+    reload_config (in the master, on HUP).
+
+    Several listeners: add_listener() adds a socket the workers accept on
+    beside server.socket (all of one socket type, for the one handler).
 
     In a worker, handlers may read server.current_worker and wait on
     server.stopping (see connections.py for connections kept open).
@@ -48,6 +53,7 @@ class PreforkMixIn:
 
     def __init__(self, *args, **kwargs):
         config.apply(self, kwargs)
+        self._identity = privileges.identity(self.user, self.group)  # (ValueError if unknown)
         if self.reuse_port:
             if self.socket_type != socket.SOCK_STREAM or self.address_family == socket.AF_UNIX:
                 raise ValueError("reuse_port needs a TCP server")
@@ -58,10 +64,12 @@ class PreforkMixIn:
             # the TIME_WAIT connections its workers closed -- unless the application
             # chose otherwise (TCP only: over UDP, SO_REUSEADDR shares the port).
             self.allow_reuse_address = True
-        self._unix_path = None  # a socket file this server bound, removed on close
+        self._unix_paths = []  # socket files this server bound, removed on close
         self._removed_stale_socket = None
         self._role = Master(self, super())
+        self.listeners = []  # (server_close() may run within the constructor)
         super().__init__(*args, **kwargs)
+        self.listeners = [self.socket]
         if not hasattr(self, "_serve_loop"):  # a server class of the standard library
             self._serve_loop = ServeLoop()
 
@@ -83,13 +91,59 @@ class PreforkMixIn:
     # -- the listener ---------------------------------------------------------
 
     def server_bind(self):
-        """Bind -- first removing a Unix socket file that nothing listens on."""
-        if self.address_family == socket.AF_UNIX and isinstance(self.server_address, str):
+        """Bind -- first removing a Unix socket file that nothing listens on.
+        (A socket bound already, listeners.AdoptedSocket, is only taken on.)"""
+        adopted = isinstance(self.socket, AdoptedSocket)
+        unix_path = (self.address_family == socket.AF_UNIX
+                     and isinstance(self.server_address, str))
+        if unix_path and not adopted:
             if remove_stale_unix_socket(self.server_address, self.socket_type):
                 self._removed_stale_socket = self.server_address  # the master logs it
         super().server_bind()
-        if self.address_family == socket.AF_UNIX and isinstance(self.server_address, str):
-            self._unix_path = self.server_address
+        if unix_path and getattr(self.socket, "bound_here", True):
+            self._unix_paths.append(self.server_address)
+
+    def add_listener(self, sock):
+        """Accept on sock too (a listeners.open_listener() socket of the same
+        socket type), in the workers forked from now on."""
+        if sock.type != self.socket_type:
+            raise ValueError("every listener of one server must be of the same socket "
+                             "type (stream or datagram): the handler reads one kind")
+        if self.reuse_port:
+            raise ValueError("reuse_port works with one listener")
+        self.listeners.append(sock)
+        self._remember_unix_path(sock)
+
+    def _remember_unix_path(self, sock):
+        """A Unix socket file this process bound is removed when it closes."""
+        address = sock.getsockname()
+        if isinstance(address, str) and address and getattr(sock, "bound_here", False):
+            self._unix_paths.append(address)
+
+    def use_listeners(self, sockets):
+        """Serve on sockets, bound already (listeners.open_listener(): by the
+        prefork command, systemd or another master), instead of binding: for
+        a server made with bind_and_activate=False.  The first becomes
+        server.socket, taken on by the class's own server_bind() (whose bind()
+        is a no-op) and server_activate(); the others are add_listener()'s."""
+        self.socket.close()
+        self.socket = sockets[0]
+        self.address_family = self.socket.family
+        self.server_address = self.socket.getsockname()
+        self.server_bind()
+        self.server_activate()
+        self.listeners = [self.socket]
+        for sock in sockets[1:]:
+            self.add_listener(sock)
+
+    def replace_listeners(self, sockets):
+        """In the master (reload_config()): the workers forked from now on
+        accept on sockets.  Listeners left out are closed once the new
+        generation serves -- or, if it cannot boot, the new ones are."""
+        self._role.replace_listeners(sockets)
+
+    def _listening_sockets(self):
+        return self.listeners
 
     def server_activate(self):
         """Listen -- except with reuse_port, where each worker listens on its own."""
@@ -173,6 +227,22 @@ class PreforkMixIn:
     def on_exit(self):
         """In the master, once every worker has stopped (server_close() with
         block_on_close; without it, workers may still be finishing: not called)."""
+
+    # -- where the code comes from: override to taste ------------------------------
+
+    def load_app(self, worker):
+        """In a worker, after the fork and the drop to user/group, unless
+        preload_app: load the application's code afresh.  The default
+        re-imports the handler's module from the second generation on (a
+        reload runs the new code); the prefork command loads its app here."""
+        if worker.generation > 1:
+            self._role.reload_handler()
+
+    def reload_config(self):
+        """In the master, on HUP, before anything else: read the settings
+        again and apply them.  Raise ValueError (with what is wrong) to keep
+        the running configuration: the reload does not happen.  The default
+        has nothing to read."""
 
 
 config.install_defaults(PreforkMixIn)

@@ -1,8 +1,8 @@
 """The worker role: one worker process, from fork to os._exit().
 
 A worker inherits the master's fully built server object.  It boots (signals,
-its own process group, process title, hooks, a fresh handler module after a
-reload, its listener), marks its scoreboard slot ready, runs the server's
+its own process group, process title, hooks, its user and group, the
+application's code (load_app), its listeners), marks its scoreboard slot ready, runs the server's
 ordinary serve loop on the inherited listener, and leaves when told to,
 finishing its requests first.
 
@@ -15,7 +15,6 @@ and QUIT stop at once.  USR1 reopens log files.  The master's own signals
 
 import functools
 import gc
-import importlib
 import logging
 import os
 import random
@@ -25,6 +24,7 @@ import threading
 from time import monotonic
 
 from . import logfiles
+from .apps import fresh_import
 from .connections import OpenConnections, StopEvent
 from .listeners import reuse_port_listener, share_listener
 from .proctitle import set_title
@@ -64,8 +64,10 @@ class Worker:
     the server as the class after PreforkMixIn sees it (super()).
     """
 
-    def __init__(self, server, framework, info, scoreboard, master_pid, poll_interval):
+    def __init__(self, server, framework, info, scoreboard, master_pid, poll_interval,
+                 foreign_listeners=()):
         self.server = server
+        self.foreign_listeners = foreign_listeners  # the master's, not this worker's
         self.poll_interval = poll_interval
         self.framework = framework
         self.info = info
@@ -112,13 +114,18 @@ class Worker:
         self.slot = self.scoreboard.writer(info.number - 1, threaded=_is_threading(server))
         os.register_at_fork(after_in_child=self.entered_request_child)
         server._role = self  # from here on, PreforkMixIn's methods act as this worker
+        for listener in self.foreign_listeners:
+            listener.close()
         server.post_fork(info)
-        if info.generation > 1 and not server.preload_app:
-            self.reload_handler()
+        if server._identity is not None:
+            server._identity.drop()
+        if not server.preload_app:
+            server.load_app(info)
         server.RequestHandlerClass = self.connections.tracking(server.RequestHandlerClass)
         if server.reuse_port:
             server.socket.close()
             server.socket = reuse_port_listener(server)
+            server.listeners = [server.socket]
         else:
             share_listener(server)
         if server.max_requests:
@@ -137,15 +144,7 @@ class Worker:
         module = sys.modules.get(getattr(handler, "__module__", None))
         if module is None or module.__name__ == "__main__" or not isinstance(handler, type):
             return  # defined in the script itself (the master said so at start), or no class
-        # The cached bytecode is trusted on the source's size and mtime in whole
-        # seconds: an edit of the same size within that second would not show.
-        if getattr(module, "__cached__", None):
-            try:
-                os.unlink(module.__cached__)
-            except OSError:
-                pass
-        importlib.invalidate_caches()
-        module = importlib.reload(module)
+        module = fresh_import(module)
         self.server.RequestHandlerClass = functools.reduce(
             getattr, handler.__qualname__.split("."), module)  # (a class in a class, too)
 

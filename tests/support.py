@@ -9,15 +9,24 @@ from here (never from one another).
 - processes: Process, start_app, start_booted, children, live_children,
   assert_no_zombies, wait_replaced, process_tree, gone, assert_tree_gone,
   port_is_free, started_requests
+- the prefork command: PREFORK, BOOTED, run_prefork, assert_one_line_error,
+  printed_config, spawn_prefork, start_prefork, terminate, listening_addresses,
+  logged_addresses, parse_logged_address, booted_workers, wait_generation,
+  wait_reloaded, free_port, taken_port, connect, can_connect, facts, ask_on,
+  ask, http_get, write_config, file_lines, wait_lines, copy_app
 
-Long (~680 lines) on purpose: every helper the tests share lives here, so
+Long (~950 lines) on purpose: every helper the tests share lives here, so
 that no test module imports from another and none repeats a helper.
 """
 
+import ast
 import collections
 import contextlib
+import http.client
 import itertools
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -451,14 +460,14 @@ class Process:
     (stdout and stderr) is read line by line; stop() ends it and everything it
     started."""
 
-    def __init__(self, args, env=None, cwd=ROOT):
+    def __init__(self, args, env=None, cwd=ROOT, pass_fds=()):
         full_env = dict(os.environ, PYTHONUNBUFFERED="1")
         full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
         full_env.update(env or {})
         self.popen = subprocess.Popen(
             args, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True)
+            start_new_session=True, pass_fds=pass_fds)
         self.pid = self.popen.pid
         self.lines = []
 
@@ -686,3 +695,264 @@ def set_version(module_path, old, new):
     assert f'VERSION = "{old}"' in text
     with open(module_path, "w") as f:
         f.write(text.replace(f'VERSION = "{old}"', f'VERSION = "{new}"'))
+
+
+# -- the prefork command ------------------------------------------------------------
+# Its tests run the real command (cwd tests/apps by default) and talk to the
+# applications of tests/apps/command_apps.py, whose answers end with facts().
+
+PREFORK = [PYTHON, "-m", "prefork"]  # the command, as its console script runs it
+BOOTED = re.compile(r"Booted worker (\d+) \(pid (\d+), generation (\d+)\)")
+
+
+def run_prefork(*args, cwd=APPS, env=None, timeout=30, command=None):
+    """Run the prefork command to its end (for --help, --check-config, startup
+    errors): a subprocess.CompletedProcess with text stdout and stderr.
+    $PREFORK_CMD_ARGS is unset and ROOT is on $PYTHONPATH unless env says
+    otherwise.  command: what to run in place of PREFORK (the console
+    script, or PREFORK behind a wrapper such as setpriv)."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1")
+    full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.pop("PREFORK_CMD_ARGS", None)
+    full_env.update(env or {})
+    return subprocess.run([*(command or PREFORK), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def assert_one_line_error(result, message):
+    """A run_prefork() result in which the command refused with exactly
+    `prefork: message`: that one line on stderr (no traceback), nothing on
+    stdout, exit status 1."""
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"prefork: {message}\n"), \
+        f"exit status {result.returncode}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
+
+
+def printed_config(result):
+    """--print-config's `name = repr(value)` lines, as a dict of the values
+    (comments left out); AssertionError unless the command exited 0."""
+    assert result.returncode == 0, result.stderr
+    values = {}
+    for line in result.stdout.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition(" = ")
+            values[name] = ast.literal_eval(value)
+    return values
+
+
+def spawn_prefork(spawn, *args, cwd=APPS, env=None, pass_fds=()):
+    """Start the prefork command with exactly these args ($PREFORK_CMD_ARGS
+    empty, env added) through the spawn fixture; return its Process at once,
+    waiting for nothing (for runs that log to a file, or never get ready)."""
+    return spawn([*PREFORK, *args], cwd=cwd, env={"PREFORK_CMD_ARGS": "", **(env or {})},
+                 pass_fds=pass_fds)
+
+
+def start_prefork(spawn, *args, workers=2, config=None, cwd=APPS, env=None, pass_fds=()):
+    """Start the prefork command with `-w workers` and args (bind 127.0.0.1:0
+    unless args bind); return (process, addresses) once every worker has
+    booted.  addresses: what the master logged it listens at, in order --
+    ("127.0.0.1", port) tuples and Unix paths.
+    config: a config file that sets bind and workers itself, given as -c, with
+    neither -b nor -w added (so that a HUP may change them); `workers` is then
+    only how many boots to wait for."""
+    if config is not None:
+        args = ("-c", str(config), *args)
+    else:
+        if not any(arg in ("-b", "--bind") or arg.startswith("--bind=") for arg in args):
+            args = ("-b", "127.0.0.1:0", *args)
+        args = ("-w", str(workers), *args)
+    process = spawn_prefork(spawn, *args, cwd=cwd, env=env, pass_fds=pass_fds)
+    wait_booted(process, workers)
+    return process, listening_addresses(process)
+
+
+def terminate(process, tree=None, expected=0, timeout=10):
+    """Stop the master with SIGTERM (a graceful stop); assert that every
+    process of `tree` (a process_tree() list; by default taken just before the
+    signal) exits by itself -- before the spawn fixture's SIGKILL -- and that
+    the master exits with status `expected` within timeout seconds.  Returns
+    all it printed."""
+    tree = process_tree(process.pid) if tree is None else tree
+    os.kill(process.pid, signal.SIGTERM)
+    code = process.wait(timeout)
+    assert_tree_gone(tree)  # first: a descendant left would hold the output open
+    output = process.output()
+    assert code == expected, output
+    return output
+
+
+def listening_addresses(process):
+    """The addresses in the master's "Listening at: ADDRESS (pid)" lines so far."""
+    return logged_addresses(process.lines)
+
+
+def logged_addresses(lines):
+    """The addresses in the "Listening at: ADDRESS (pid)" lines among lines
+    (of the output, or of an --error-logfile), in order."""
+    found = []
+    for line in lines:
+        if "Listening at: " in line:
+            text = line.split("Listening at: ", 1)[1].rsplit(" (", 1)[0]
+            found.append(parse_logged_address(text))
+    return found
+
+
+def parse_logged_address(text):
+    """("host", port) or a Unix path, from listeners.format_address()'s text."""
+    if text.startswith("unix:"):
+        return text[len("unix:"):]
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def booted_workers(lines, generation=1):
+    """{pid: worker number} of the workers of `generation` that logged
+    "Booted worker N (pid P, generation G)" among lines."""
+    found = {}
+    for line in lines:
+        match = BOOTED.search(line)
+        if match and int(match.group(3)) == generation:
+            found[int(match.group(2))] = int(match.group(1))
+    return found
+
+
+def wait_generation(process, generation, count):
+    """Read the output until `count` workers of `generation` have booted, then
+    wait until the master's live children are exactly those (an older
+    generation has left); return their {pid: worker number}."""
+    if len(booted_workers(process.lines, generation)) < count:
+        process.readline_until(
+            lambda _: len(booted_workers(process.lines, generation)) >= count)
+    workers = booted_workers(process.lines, generation)
+    assert len(workers) == count, workers
+    wait_for(lambda: live_children(process.pid) == set(workers),
+             message=f"only the {count} workers of generation {generation} left")
+    return workers
+
+
+def wait_reloaded(process, generation, count):
+    """After a HUP: read the output up to "Reloaded: generation N serving",
+    then as wait_generation() (returns the new workers' {pid: number})."""
+    wait_log(process, f"Reloaded: generation {generation} serving")
+    return wait_generation(process, generation, count)
+
+
+def free_port():
+    """A TCP port of 127.0.0.1 that was free a moment ago (bound to 0, then
+    closed): for a bind that must name its port (a config file read again on
+    HUP, a message that names it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def taken_port():
+    """A TCP port of 127.0.0.1 on which another socket listens until the
+    block ends."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def connect(address, timeout=CLIENT_TIMEOUT):
+    """A stream socket, timing out after `timeout`, connected to a (host, port)
+    -- IPv4 or IPv6 -- or a Unix path; OSError as connect() raises it."""
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    return socket.create_connection(address[:2], timeout=timeout)
+
+
+def can_connect(address):
+    """Whether a connection to address is accepted (or queued) now."""
+    try:
+        connect(address).close()
+    except OSError:
+        return False
+    return True
+
+
+def facts(text):
+    """The NAME=VALUE words of a tests/apps/command_apps.py answer, as a dict:
+    pid, uid, gid and worker as ints (worker stays "-" outside a worker),
+    imported_by as a (pid, uid) pair of ints, the others (version, software)
+    as text."""
+    found = dict(word.split("=", 1) for word in text.split() if "=" in word)
+    for name in ("pid", "worker", "uid", "gid"):
+        if found.get(name, "-").isdigit():
+            found[name] = int(found[name])
+    if "imported_by" in found:
+        pid, uid = found["imported_by"].split("/")
+        found["imported_by"] = (int(pid), int(uid))
+    return found
+
+
+def ask_on(sock, line="hi"):
+    """Send line to command_apps.Echo on a connected stream socket and read
+    its answer: its facts(); AssertionError unless the answer is one line
+    "echo LINE FACTS"."""
+    sock.sendall(line.encode() + b"\n")
+    reply = recv_line(sock).decode()
+    assert reply.startswith(f"echo {line} ") and reply.endswith("\n"), repr(reply)
+    return facts(reply)
+
+
+def ask(address, line="hi"):
+    """ask_on() a new connection to address (see connect()), closed after."""
+    with connect(address) as sock:
+        return ask_on(sock, line)
+
+
+def http_get(address, path="/"):
+    """(status, body text) of a GET of path on a new connection to a
+    (host, port) address."""
+    connection = http.client.HTTPConnection(*address[:2], timeout=CLIENT_TIMEOUT)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def write_config(path, text):
+    """Write text to the file at path (a config file, a module), replacing
+    what was there; return the path as a str (for -c)."""
+    with open(path, "w") as file:
+        file.write(text)
+    return str(path)
+
+
+def file_lines(path):
+    """The lines (without their "\\n") of the file at path; [] if there is none."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_lines(path, fragment, count=1, timeout=10):
+    """Wait until `count` lines of the file at path contain fragment; return
+    those lines (all of them, `count` or more)."""
+    def found():
+        lines = [line for line in file_lines(path) if fragment in line]
+        return lines if len(lines) >= count else None
+    return wait_for(found, timeout=timeout, message=f"{count} lines with {fragment!r} in {path}")
+
+
+def copy_app(directory, name="command_apps.py"):
+    """A copy of tests/apps/NAME in directory (for a test that rewrites it, or
+    runs it from elsewhere); returns the copy's path as a str."""
+    path = os.path.join(directory, name)
+    shutil.copy(os.path.join(APPS, name), path)
+    return path

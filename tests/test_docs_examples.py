@@ -1,15 +1,13 @@
-"""The examples in examples/ -- the socketserver documentation's, and the
-prefork HTTP demo -- run for real on prefork.
+"""The socketserver documentation's examples in examples/, run for real on
+prefork (the prefork command's examples: test_command_examples.py).
 
 Each server runs as its own process on a free port; the matching client runs
 as a subprocess and must print what the docs show.
 """
 
-import http.client
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 
@@ -108,31 +106,3 @@ def test_threaded_example(spawn):
     assert [reply[2] for reply in replies] == ["1", "2", "3"]
     threads = {reply[1] for reply in replies}
     assert len(threads) == 3 and loop_thread not in threads, output
-
-
-def test_http_prefork_demo_serves_from_workers(spawn):
-    """The demo (scripts/demo runs it): workers answer over HTTP; TERM stops it cleanly."""
-    server = spawn([sys.executable, "examples/http_prefork.py", "--port", "0", "--workers", "2"])
-    line = server.readline_until(lambda l: "serving http://" in l)
-    host, port = re.search(r"http://([\d.]+):(\d+)/", line).groups()
-    connection = http.client.HTTPConnection(host, int(port), timeout=5)
-    connection.request("GET", "/hello")
-    response = connection.getresponse()
-    assert response.status == 200
-    assert re.match(rb"Hello from prefork worker \d \(pid \d+, generation 1\): /hello",
-                    response.read())
-    connection.close()
-    assert server.stop(signal.SIGTERM) == 0
-
-
-def test_http_prefork_demo_port_in_use_is_one_clear_line():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "examples/http_prefork.py", "--port", str(port)],
-            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-            timeout=20)
-    assert result.returncode == 1
-    assert result.stderr.strip() == f"http_prefork: cannot listen on 127.0.0.1:{port}: Address already in use"

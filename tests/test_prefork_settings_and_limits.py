@@ -171,7 +171,8 @@ def test_max_workers_defaults_to_four_times_workers_and_at_least_16():
 
 NAN = float("nan")
 
-# Every setting of prefork.config.SETTINGS, with values it must refuse.
+# Every server setting of prefork.config.SETTINGS, with values it must refuse
+# (the command's own settings: tests/test_command_settings.py).
 INVALID = {
     "workers": [0, -1, True, 2.0, "2", None],
     "max_workers": [0, -1, True, 4.0, "4"],
@@ -193,13 +194,15 @@ INVALID = {
     "reuse_threads": [0, "false", None],
     "inline_quick_requests": [1, "yes", None],
     "max_threads": [0, -1, True, 1.5, "8"],
+    "user": ["no-such-user-pf", "", 5],
+    "group": ["no-such-group-pf", "", 5],
 }
 
 
 @pytest.mark.timeout(10)
 def test_every_setting_has_invalid_values_checked_here():
     from prefork import config  # (the settings table)
-    assert set(INVALID) == set(config.SETTINGS)
+    assert set(INVALID) == {setting.name for setting in config.server_settings()}
 
 
 @pytest.mark.timeout(10)

@@ -8,14 +8,14 @@ network namespace of its own (unshare --net), probed from inside that namespace
 
 The settings table is prefork.config's, row for row.
 
-The demo (scripts/demo runs examples/http_prefork.py): --help describes every
-option, and a reload (HUP) runs the handler's edited code.
+The demo (scripts/demo: the prefork command, with examples/demo_config.py): --help
+describes every option, and a reload (HUP) runs the handler's edited code.
 """
 
 import contextlib
-import http.client
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -25,11 +25,14 @@ from dataclasses import dataclass
 import psutil
 import pytest
 
-from support import PYTHON, ROOT, assert_tree_gone, process_tree, wait_for
+from support import (
+    PYTHON, ROOT, assert_one_line_error, assert_tree_gone, http_get, process_tree, run_prefork,
+    taken_port, wait_for)
 
 pytestmark = pytest.mark.timeout(60)
 
 README = os.path.join(ROOT, "README.md")
+EXAMPLES = os.path.join(ROOT, "examples")
 START_TIMEOUT = 15  # seconds for a snippet or the demo to start serving
 
 
@@ -60,6 +63,9 @@ PYTHON_SNIPPETS = [pytest.param(text, id=f"README.md:{line}")
 NOT_RUN = {
     "sh": "commands to type in a shell (the scripts), not Python",
     "": "plain text: the Layout listing",
+    "text": "a line of a log, as an example of its format",
+    "console": "prefork commands and what they print: run by "
+               "test_console_examples_print_what_they_show",
 }
 
 
@@ -122,6 +128,55 @@ def test_every_fenced_block_is_run_or_says_why_not():
         assert info == "python" or info in NOT_RUN, (
             f"README.md line {line}: a ```{info} block is neither run as ```python "
             "nor named in NOT_RUN with the reason it cannot run")
+
+
+# -- the command's examples ---------------------------------------------------------
+
+def console_examples():
+    """[(command line, the lines it prints)] of the README's ```console blocks."""
+    examples = []
+    for info, text, _ in fenced_blocks():
+        if info == "console":
+            for line in text.splitlines():
+                if line.startswith("$ "):
+                    examples.append((line[2:], []))
+                else:
+                    examples[-1][1].append(line)
+    return examples
+
+
+@pytest.mark.timeout(60)
+def test_console_examples_print_what_they_show():
+    """Each `$ prefork ...` of the README, run in examples/, refuses with the line
+    the README shows (its /srv/examples is where examples/ is).  The port the
+    README shows held is held here: a port taken for the test, in place of 8000."""
+    examples = console_examples()
+    assert examples, "README.md has no ```console example of the command"
+    for command, shown in examples:
+        args = shlex.split(command.split("  #")[0])
+        assert args[0] == "prefork", command
+        expected = "\n".join(shown).replace("/srv/examples", EXAMPLES)
+        with contextlib.ExitStack() as stack:
+            if "Address already in use" in expected:
+                port = str(stack.enter_context(taken_port()))
+                args = [arg.replace("8000", port) for arg in args]
+                expected = expected.replace("8000", port)
+            result = run_prefork(*args[1:], cwd=EXAMPLES)
+        assert_one_line_error(result, expected.removeprefix("prefork: "))
+
+
+@pytest.mark.timeout(60)
+def test_config_file_example_is_one_the_command_accepts(tmp_path):
+    """The README's config file (its ```python block that assigns `bind`) passes
+    --check-config."""
+    blocks = [text for info, text, _ in fenced_blocks()
+              if info == "python" and text.startswith("bind = ")]
+    assert len(blocks) == 1, "README.md shows one config file"
+    path = tmp_path / "app.conf.py"
+    path.write_text(blocks[0])
+    result = run_prefork("-c", str(path), "--check-config", "hello_wsgi:app", cwd=EXAMPLES)
+    assert result.returncode == 0, result.stderr
+    assert "hooks        post_fork" in result.stdout, result.stdout
 
 
 # -- running a snippet in a network namespace of its own ----------------------
@@ -231,7 +286,7 @@ def help_entries(text):
     """{option: its description} from argparse's --help output."""
     entries, current = {}, None
     for line in text.splitlines():
-        entry = re.match(r"  (-\S+(?: [A-Z_]+)?(?:, -\S+(?: [A-Z_]+)?)*)(?:\s{2,}(.*))?$", line)
+        entry = re.match(r"  (-\S.*?)(?:\s{2,}(.*))?$", line)
         if entry:
             current = entry[1]
             entries[current] = entry[2] or ""
@@ -244,19 +299,22 @@ def help_entries(text):
 
 @pytest.mark.timeout(180)  # scripts/demo may first have to (re)install .venv
 def test_demo_help_describes_each_option():
+    """The demo is the prefork command: its --help describes every setting
+    (with its default) and the signals that drive the master."""
+    from prefork import config
     result = subprocess.run([os.path.join(ROOT, "scripts", "demo"), "--help"], cwd=ROOT,
                             capture_output=True, text=True, timeout=170)
     assert result.returncode == 0, result.stderr
     text = result.stdout
     entries = help_entries(text)
-    described = {option.split()[0]: words for option, words in entries.items()}
-    # each option, with what it does and its default
-    for option, default in [("--host", "127.0.0.1"), ("--port", "8000"), ("--workers", "4")]:
-        assert option in described, f"{option} missing from:\n{text}"
-        assert default in described[option] and len(described[option].split()) >= 4, (
-            f"{option} is not described (with its default {default}):\n{text}")
-    # what the program is, and the signals that drive its master
-    assert "HTTP" in text.split("options:")[0], text
+    described = {flag: words for option, words in entries.items()
+                 for flag in re.findall(r"-[-\w]+", option)}
+    for setting in config.SETTINGS.values():
+        words = described.get(setting.flags[-1])
+        assert words is not None, f"{setting.flags[-1]} missing from:\n{text}"
+        assert f"(default: {setting.shown})" in words and len(words.split()) >= 4, (
+            f"{setting.flags[-1]} is not described (with its default):\n{text}")
+    assert "MODULE:OBJECT" in text.split("options:")[0], text
     for name in ("TERM", "INT", "QUIT", "HUP", "TTIN", "TTOU", "USR1"):
         assert re.search(rf"\b{name}\b", text), f"signal {name} not named in:\n{text}"
 
@@ -273,17 +331,6 @@ def demo_copy():
         shutil.rmtree(path, ignore_errors=True)
 
 
-def fetch(host, port, path):
-    """GET path on a fresh connection: (status, body text)."""
-    connection = http.client.HTTPConnection(host, port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        connection.close()
-
-
 def generations_serving(master):
     """The generations of master's live workers, read from their process titles."""
     found = set()
@@ -297,7 +344,8 @@ def generations_serving(master):
 def test_demo_reload_runs_the_edited_handler(spawn, demo_copy):
     """Edit the greeting in the demo's handler module, HUP the master: generation 2
     answers with the new text, and no page is lost while the generations change."""
-    demo = spawn([PYTHON, "http_prefork.py", "--port", "0", "--workers", "2"], cwd=demo_copy)
+    demo = spawn([PYTHON, "-m", "prefork", "-c", "demo_config.py", "-b", "127.0.0.1:0", "-w", "2",
+                  "hello_handler:HelloHandler"], cwd=demo_copy)
     line = demo.readline_until(lambda l: "serving http://" in l, timeout=START_TIMEOUT)
     host, port, master = re.search(r"http://([\d.]+):(\d+)/ .*master pid (\d+)", line).groups()
     port, master = int(port), int(master)
@@ -317,7 +365,7 @@ def test_demo_reload_runs_the_edited_handler(spawn, demo_copy):
         return rf"{re.escape(greeting)} worker \d+ \(pid \d+, generation {generation}\): /reload\n"
 
     try:
-        status, body = fetch(host, port, "/reload")
+        status, body = http_get((host, port), "/reload")
         assert status == 200 and re.fullmatch(page_of(old, 1), body), body
 
         with open(handler_path, "w", encoding="utf-8") as file:
@@ -329,7 +377,7 @@ def test_demo_reload_runs_the_edited_handler(spawn, demo_copy):
         def fetch_until(done):
             def predicate():
                 try:
-                    pages.append(fetch(host, port, "/reload"))
+                    pages.append(http_get((host, port), "/reload"))
                 except OSError as error:
                     raise AssertionError(f"a page was lost during the reload, after "
                                          f"{len(pages)} answered: {error!r}") from error

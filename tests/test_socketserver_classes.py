@@ -312,8 +312,10 @@ def imports_socketserver(node):
     if isinstance(node, ast.ImportFrom):
         return node.level == 0 and (node.module or "").split(".")[0] == "socketserver"
     if isinstance(node, ast.Call):  # __import__("socketserver"), importlib.import_module(...)
-        return any(isinstance(arg, ast.Constant) and arg.value == "socketserver"
-                   for arg in node.args)
+        function = node.func.attr if isinstance(node.func, ast.Attribute) else \
+            getattr(node.func, "id", None)
+        return function in ("__import__", "import_module") and any(
+            isinstance(arg, ast.Constant) and arg.value == "socketserver" for arg in node.args)
     return False
 
 

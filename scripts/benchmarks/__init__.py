@@ -7,12 +7,12 @@ loaded, measured and stopped in turn:
     work.py       the bytes and the work of one request, shared by every server
     handlers.py   the socketserver handlers (stdlib's module or prefork's)
     server.py     a socketserver contender's process (python -m benchmarks.server)
-    wsgi.py       the gunicorn contender's WSGI app
+    wsgi.py       the WSGI app of gunicorn and of the prefork command
     processes.py  one server process: start, readiness, CPU and memory, stop
     clients.py    the protocols' clients: one request, and non-blocking clients
     loadgen.py    the built-in load generator (several processes)
     wrk.py        wrk, when installed, for the HTTP workloads
-    measure.py    one contender under one workload: a row of figures
+    measure.py    one contender under one workload: a row of figures; start-up times
     report.py     Markdown tables, results.json, the acceptance checks
     plot.py       bench.png
 """

@@ -5,13 +5,14 @@ import datetime
 import os
 import platform
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
 
 from . import plan, plot, report
 from .loadgen import BuiltinLoad
-from .measure import Settings, measure
+from .measure import Settings, measure, startups
 from .work import calibrate
 from .wrk import WrkLoad
 
@@ -24,8 +25,8 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true",
                         help="short runs: a smoke test, not figures to quote")
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
-                        help="a workload (a..f or tiny, cpu, slow, udp, echo, herd) or part of a "
-                             "contender's name (gunicorn, 'sync x2'); repeatable")
+                        help="a workload (a..g or tiny, cpu, slow, udp, echo, herd, wsgi) or "
+                             "part of a contender's name (gunicorn, 'sync x2'); repeatable")
     parser.add_argument("--duration", type=float, metavar="S",
                         help=f"measured seconds per row (default {DEFAULT_DURATION:g}, "
                              f"--quick {QUICK_DURATION:g})")
@@ -85,6 +86,8 @@ def main(argv=None):
             sections.append((workload, rows))
             for contender in contenders:
                 rows.append(run_row(contender, workload, settings))
+            if workload.startup_runs:
+                time_startups(contenders, rows, workload, settings)
             printed = print_tables(sections, loads, printed)
     except KeyboardInterrupt:
         print("\ninterrupted: writing what was measured", file=sys.stderr)
@@ -112,6 +115,24 @@ def run_row(contender, workload, settings):
                 "family": contender.family, "failed": str(error).splitlines()[0]}
     print(f" {row['rps']:,.0f} req/s", file=sys.stderr)
     return row
+
+
+def time_startups(contenders, rows, workload, settings):
+    """Each contender's start-up to its first response, runs interleaved; into its row."""
+    print(f"  ({workload.key}) start-up to first response, {workload.startup_runs} runs each ...",
+          end="", file=sys.stderr, flush=True)
+    try:
+        times = startups(contenders, workload, settings)
+    except (OSError, RuntimeError) as error:
+        print(f" FAILED: {error}", file=sys.stderr)
+        return
+    for row in rows:
+        samples = times.get(row["contender"])
+        if samples and "failed" not in row:
+            row["startup_ms"] = statistics.median(samples)
+            row["startup_runs_ms"] = samples
+    print(" " + ", ".join(f"{name} {statistics.median(s):.0f} ms" for name, s in times.items()),
+          file=sys.stderr)
 
 
 def finish(out, meta, sections, loads, elapsed):

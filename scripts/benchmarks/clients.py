@@ -24,7 +24,9 @@ CHECK_EVERY = 0.1    # seconds between looks for timed-out requests
 
 
 def http_ok(reply):
-    return reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(BODY)
+    """A 200 with the body.  HTTP/1.0 too: wsgiref (the prefork command's WSGI
+    server) answers in HTTP/1.0, and closes, as every contender does."""
+    return reply.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 ")) and reply.endswith(BODY)
 
 
 def one_request(protocol, address, timeout=2.0):

@@ -10,10 +10,12 @@ from pathlib import Path
 import psutil
 
 from . import clients
-from .processes import ServerProcess
-from .work import LOOPS_ENV
+from .processes import ServerDied, ServerProcess
+from .work import LOOPS_ENV, REQUEST
 
 MEMORY_LEAD = 0.3   # memory is read this long before the load ends, under load
+POLL_EVERY = 0.002  # seconds between connection attempts while a server starts
+STARTUP_TIMEOUT = 30.0
 
 
 @dataclass
@@ -43,15 +45,21 @@ def slug(text):
     return re.sub(r"[^a-z0-9]+", "-", text.lower().replace("\u00d7", "x")).strip("-")
 
 
-def measure(contender, workload, settings):
-    """The row of figures of `contender` under `workload`."""
+def _server(contender, workload, settings, log_name):
+    """(address, ServerProcess not yet started) for a run of contender on a free port."""
     address = ("127.0.0.1", free_port(workload.protocol))
     env = dict(os.environ, BENCH_HANDLER=workload.handler,
                **{LOOPS_ENV: str(settings.cpu_loops)})
     argv = contender.argv(settings.python, workload.handler, address[1])
-    log_path = settings.logs / f"{workload.key}-{slug(contender.name)}.log"
+    log_path = settings.logs / f"{workload.key}-{slug(contender.name)}{log_name}.log"
+    return address, ServerProcess(argv, env, log_path, contender.stop_signal)
+
+
+def measure(contender, workload, settings):
+    """The row of figures of `contender` under `workload`."""
+    address, server = _server(contender, workload, settings, "")
     generator = settings.generators[workload.protocol]
-    with ServerProcess(argv, env, log_path, contender.stop_signal) as server:
+    with server:
         server.wait_ready(lambda: clients.one_request(workload.protocol, address))
         load = generator.start(workload, address, settings.warmup, settings.duration)
         try:
@@ -60,6 +68,45 @@ def measure(contender, workload, settings):
         finally:
             load.abort()
     return _row(contender, workload, result, cpu_rate, busy_rate, memory)
+
+
+def startups(contenders, workload, settings):
+    """{name: [ms, ...]}: workload.startup_runs times each contender's start-up,
+    from just before the exec to its first good HTTP answer.  The contenders
+    take turns (a, b, a, b, ...), so a busy moment of the machine hits them alike."""
+    times = {c.name: [] for c in contenders}
+    for _ in range(workload.startup_runs):
+        for contender in contenders:
+            address, server = _server(contender, workload, settings, "-startup")
+            started = time.monotonic()
+            with server:
+                _first_response(server, address, started + STARTUP_TIMEOUT)
+                times[contender.name].append((time.monotonic() - started) * 1e3)
+    return times
+
+
+def _first_response(server, address, deadline):
+    """Connect and GET until an answer comes (a refused connection is retried
+    POLL_EVERY later; a connected one waits for its answer)."""
+    while True:
+        if server.proc.poll() is not None:
+            raise ServerDied(f"exited with {server.proc.returncode}\n{server.log_tail()}")
+        timeout = max(0.1, deadline - time.monotonic())
+        try:
+            with socket.create_connection(address, timeout) as sock:
+                sock.sendall(REQUEST)
+                reply = b""
+                while chunk := sock.recv(65536):
+                    reply += chunk
+            if clients.http_ok(reply):
+                return
+            error = f"wrong HTTP reply: {reply[:60]!r}"
+        except OSError as exc:
+            error = str(exc)
+        if time.monotonic() > deadline:
+            raise ServerDied(f"no answer after {STARTUP_TIMEOUT:g} s: {error}\n"
+                             f"{server.log_tail()}")
+        time.sleep(POLL_EVERY)
 
 
 def _busy_cores():

@@ -13,9 +13,9 @@ class Contender:
     """One server, as a command line after the Python executable.
 
     {handler} and {port} in args are filled in per run (the environment also
-    carries BENCH_HANDLER, for gunicorn's app).  family: prefork,
-    stdlib or gunicorn.  workers: processes serving requests (pooled
-    contenders run them under a master).
+    carries BENCH_HANDLER, for the WSGI app of gunicorn and the prefork
+    command).  family: prefork, stdlib or gunicorn.  workers: processes
+    serving requests (pooled contenders run them under a master).
     """
 
     name: str
@@ -61,13 +61,29 @@ def gunicorn(workers, threads=0):
                      workers, stop_signal=signal.SIGQUIT)  # QUIT: gunicorn's quick stop
 
 
+def prefork_wsgi(workers, threads=0):
+    """The prefork command serving gunicorn's very app (benchmarks.wsgi:app):
+    sync workers, or threading ones with `threads` threads (--threads)."""
+    worker_class = ("-k", "threading", "--threads", str(threads)) if threads else ()
+    name = (f"prefork WSGI threading {TIMES}{workers} ({threads} threads)" if threads
+            else f"prefork WSGI sync {TIMES}{workers}")
+    return Contender(name, "prefork",
+                     ("-m", "prefork", "-w", str(workers), *worker_class,
+                      "-b", "127.0.0.1:{port}", "--backlog", str(BACKLOG),
+                      "--log-level", "warning", "benchmarks.wsgi:app"),
+                     workers)
+
+
 @dataclass(frozen=True)
 class Workload:
     """A handler, a protocol and a number of clients, and who runs it.
 
     protocol: http (one connection per request), echo (long-lived
     connections, 16-byte lines) or udp (a datagram and its reply).
-    reference: the contender the ratios compare with.
+    reference: the contender the ratios compare with -- or, for a contender
+    in one of `pairs` (first, second), the second of its pair.
+    startup_runs: if not 0, each contender is also started this many times,
+    timed to its first response (measure.startups).
     """
 
     key: str
@@ -78,6 +94,16 @@ class Workload:
     clients: int
     reference: str
     contenders: tuple
+    pairs: tuple = ()
+    startup_runs: int = 0
+
+    def reference_for(self, name):
+        """The contender whose figures `name`'s ratios are multiples of: the
+        second of name's pair if it is in one, else the workload's reference."""
+        for first, second in self.pairs:
+            if name in (first, second):
+                return second
+        return self.reference
 
 
 POOL_SIZES = (1, 2, 4)
@@ -88,6 +114,15 @@ HTTP_CONTENDERS = (
     *(prefork("threading", n) for n in POOL_SIZES),
     *(gunicorn(n) for n in POOL_SIZES),
 )
+
+# The WSGI row: the same app under both commands, each pair measured side by side.
+WSGI_WORKERS, WSGI_THREADS = 2, 4   # --threads: gunicorn's advice is 2-4 x cores
+WSGI_CONTENDERS = (
+    prefork_wsgi(WSGI_WORKERS), gunicorn(WSGI_WORKERS),
+    prefork_wsgi(WSGI_WORKERS, WSGI_THREADS), gunicorn(WSGI_WORKERS, WSGI_THREADS),
+)
+WSGI_PAIRS = tuple((WSGI_CONTENDERS[i].name, WSGI_CONTENDERS[i + 1].name) for i in (0, 2))
+STARTUP_RUNS = 5
 
 # How workers share the port: wake one (the default), wake all, SO_REUSEPORT.
 LISTENERS = ("exclusive", "poll", "reuseport")
@@ -110,6 +145,9 @@ WORKLOADS = (
     Workload("f", "herd", "tiny HTTP answer, 2 clients: 8 mostly idle workers share the port",
              "tiny", "http", 2, f"prefork sync {TIMES}8",
              tuple(prefork("sync", 8, listener) for listener in LISTENERS)),
+    Workload("g", "wsgi", "the same hello-world WSGI app: the prefork command against gunicorn",
+             "tiny", "http", 50, WSGI_PAIRS[0][1], WSGI_CONTENDERS,
+             pairs=WSGI_PAIRS, startup_runs=STARTUP_RUNS),
 )
 
 

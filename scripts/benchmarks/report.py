@@ -3,16 +3,16 @@
 import json
 from dataclasses import dataclass
 
-from .plan import TIMES
+from .plan import TIMES, WSGI_PAIRS
 
 OPS = {"<=": ("\u2264", lambda a, b: a <= b), ">=": ("\u2265", lambda a, b: a >= b)}
 
 
 def add_ratios(workload, rows):
-    """Each row's requests/s and CPU/request as a multiple of the reference row's."""
-    reference = next((r for r in rows if r["contender"] == workload.reference
-                      and "failed" not in r), None)
+    """Each row's requests/s and CPU/request as a multiple of its reference row's."""
+    measured = {r["contender"]: r for r in rows if "failed" not in r}
     for row in rows:
+        reference = measured.get(workload.reference_for(row["contender"]))
         for key, ratio in (("rps", "rps_ratio"), ("cpu_us", "cpu_ratio")):
             ok = reference and reference.get(key) and row.get(key) is not None
             row[ratio] = row[key] / reference[key] if ok else None
@@ -67,10 +67,43 @@ def header(meta):
     ])
 
 
+def _against(workload):
+    if not workload.pairs:
+        return f"against **{workload.reference}**"
+    return "each row against the other of its pair (" + "; ".join(
+        f"**{a}** vs **{b}**" for a, b in workload.pairs) + ")"
+
+
+def _ms_list(samples):
+    return ", ".join(f"{ms:.0f}" for ms in samples)
+
+
+def pair_lines(workload, rows):
+    """For each pair both measured: the ratios first/second, and the start-up times."""
+    measured = {r["contender"]: r for r in rows if "failed" not in r}
+    lines = []
+    for first, second in workload.pairs:
+        a, b = measured.get(first), measured.get(second)
+        if not (a and b):
+            continue
+        rps = a["rps"] / b["rps"] if b["rps"] else None
+        cpu = a["cpu_us"] / b["cpu_us"] if a["cpu_us"] and b["cpu_us"] else None
+        lines.append(f"- {first} / {second}: req/s {_times(rps)} ({_num(a['rps'], 0)} vs "
+                     f"{_num(b['rps'], 0)}), CPU/req {_times(cpu)} ({_num(a['cpu_us'])} vs "
+                     f"{_num(b['cpu_us'])} µs), p99 {_num(a['p99_ms'], 2)} vs "
+                     f"{_num(b['p99_ms'], 2)} ms, errors {_errors(a)} vs {_errors(b)}")
+        if "startup_ms" in a and "startup_ms" in b:
+            lines.append(f"  - start-up to first response: {a['family']} "
+                         f"{a['startup_ms']:.0f} ms, {b['family']} {b['startup_ms']:.0f} ms "
+                         f"(median of {len(a['startup_runs_ms'])}; runs: "
+                         f"{_ms_list(a['startup_runs_ms'])} vs {_ms_list(b['startup_runs_ms'])})")
+    return lines
+
+
 def table(workload, rows, load):
     lines = [f"## ({workload.key}) {workload.title}", "",
              f"{workload.clients} clients · load: {load} · "
-             f"{TIMES} columns: against **{workload.reference}** · "
+             f"{TIMES} columns: {_against(workload)} · "
              f"load CPU, other CPU: cores used by the load generator, "
              f"and by anything else on the machine", "",
              "| " + " | ".join(name for name, _ in COLUMNS) + " |",
@@ -81,13 +114,18 @@ def table(workload, rows, load):
         else:
             cells = [cell(row) for _, cell in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
+    pairs = pair_lines(workload, rows)
+    if pairs:
+        lines += ["", "Side by side, prefork / gunicorn:", ""] + pairs
     return "\n".join(lines) + "\n"
 
 
 # -- acceptance checks -----------------------------------------------------------
 
 METRICS = {"rps": ("requests/s", "/s"), "cpu_us": ("CPU/request", " µs"),
-           "p99_ms": ("p99", " ms"), "errors": ("errors", ""), "pss_total": ("PSS in total", " MiB")}
+           "p99_ms": ("p99", " ms"), "errors": ("errors", ""),
+           "pss_total": ("PSS in total", " MiB"),
+           "startup_ms": ("start-up to first response", " ms")}
 
 
 def _figure(value):
@@ -142,6 +180,11 @@ CHECKS = (
     Check("(c)", "c", THREADING2, "errors", "<=", 0),
     Check("memory:", "a", SYNC2, "pss_total", "<=", 15),
 )
+# The WSGI row: the prefork command against gunicorn, the same app, pair by pair.
+CHECKS += tuple(check for prefork_name, gunicorn_name in WSGI_PAIRS for check in (
+    Check("(g)", "g", prefork_name, "rps", ">=", 1.5, gunicorn_name),
+    Check("(g)", "g", prefork_name, "cpu_us", "<=", 1.0, gunicorn_name),
+    Check("(g)", "g", prefork_name, "startup_ms", "<=", 1.0, gunicorn_name)))
 TIME_LIMIT = 300   # seconds, the whole default run
 
 
@@ -164,7 +207,8 @@ def acceptance(sections, elapsed):
 
 
 def checks_text(results):
-    return "\n".join(["## Acceptance (issue 4)", ""] + [f"- {line}" for line, _ in results]) + "\n"
+    return "\n".join(["## Acceptance (issue 4, and the WSGI row)", ""]
+                     + [f"- {line}" for line, _ in results]) + "\n"
 
 
 def write(out_dir, meta, sections, loads, results):

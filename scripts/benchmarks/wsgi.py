@@ -1,4 +1,5 @@
-"""The gunicorn contender's WSGI app: the same body, the same work per request.
+"""The WSGI app of gunicorn and of the prefork command (the wsgi workload):
+the same body, the same work per request.
 
 BENCH_HANDLER (tiny, cpu, slow) picks the work, as the socketserver handlers do.
 """

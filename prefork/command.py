@@ -1,0 +1,420 @@
+"""The server the prefork command runs, built for its application, and what
+the command does around it: logging, the pidfile, umask, the listeners, and
+the reload of the configuration on HUP.
+
+Command(argv).run() reads the configuration (cli.read_config), loads the
+application (apps.load), opens the listeners, builds the server -- PreforkMixIn,
+the worker class's mix-in and a server class fit for the application -- and
+serves until a stop.  The application's code is imported once in the master
+(to know what it is); unless preloaded, each worker imports it afresh after
+dropping to user/group (CommandServer.load_app).
+
+So that http.server, xmlrpc.server and wsgiref run on prefork's framework,
+the command makes prefork the `socketserver` module of the process before it
+imports the application (prefork is a drop-in for it).
+"""
+
+import io
+import logging
+import os
+import socket
+import sys
+from time import monotonic
+
+import prefork
+
+from . import apps, cli, logfiles, privileges
+from .config import log_level, server_settings
+from .listeners import close_listener, format_address, open_listener, parse_bind
+from .master import WorkerBootError
+from .mixins import ForkingMixIn, ThreadingMixIn
+from .pidfile import Pidfile, PidfileError
+from .preforkmixin import PreforkMixIn
+from .server import TCPServer, UDPServer
+
+log = logging.getLogger("prefork")
+
+# What a user may get wrong: told in one line (cli.report()).
+STARTUP_ERRORS = (cli.UsageError, apps.AppNotFound, PidfileError, ValueError, OSError)
+
+
+class ApplicationError(Exception):
+    """The application's own code raised while it was imported (the cause)."""
+
+# A Unix stream socket's client has no address: it is told as nginx tells it
+# (http.server and wsgiref need a (host, port) tuple, not the stdlib's '').
+UNIX_CLIENT = ("unix:", 0)
+
+WORKER_MIXINS = {"sync": (), "threading": (ThreadingMixIn,), "forking": (ForkingMixIn,)}
+
+# Settings a HUP cannot change in a running master: they shape its server
+# object or its scoreboard.  A change is logged, and waits for a restart.
+RESTART_ONLY = ("worker_class", "threads", "max_workers", "reuse_port", "exclusive_accept",
+                "request_queue_size")
+
+
+class Command:
+    """One run of the prefork command, from its arguments to its exit status."""
+
+    def __init__(self, argv):
+        self.argv = argv
+        self.config = None
+        self.app = None
+        self.server = None
+        self.pidfile = None
+
+    def run(self):
+        self.config = cli.read_config(self.argv)
+        self.configure_logging(self.config)
+        use_prefork_as_socketserver()
+        try:
+            self.app = apps.load(self.config.app)
+        except apps.AppNotFound:
+            raise
+        except Exception as error:
+            raise ApplicationError() from error
+        if self.config.print_config:
+            cli.print_config(self.config)
+            return 0
+        if self.config.check_config:
+            self.check_server_fits()
+            print(f"prefork: configuration OK\n{cli.describe(self.config, self.app)}")
+            return 0
+        return self.serve()
+
+    def serve(self):
+        if self.config.umask is not None:
+            os.umask(self.config.umask)
+        self.check_server_fits()
+        if self.config.pidfile:
+            self.pidfile = Pidfile(self.config.pidfile)
+            stale = self.pidfile.check()
+        sockets = self.open_listeners(self.config.bind)
+        try:
+            self.server = build_server(self, sockets)
+        except BaseException:
+            for sock in sockets:
+                close_listener(sock)
+            raise
+        if self.pidfile and stale:
+            log.info("Replacing the stale pidfile %s (pid %d is gone)", self.pidfile.path, stale)
+        try:
+            self.server.serve_forever()
+        except WorkerBootError:
+            pass  # logged by the master; exit_status says so
+        finally:
+            self.server.server_close()
+            if self.pidfile:
+                self.pidfile.remove(os.getpid())
+        return int(self.server.exit_status)
+
+    # -- listeners ------------------------------------------------------------
+
+    def open_listeners(self, specs):
+        """A listening socket for each spec: the server's own where it has one
+        for the same address (on a reload), else a new one.  If one cannot be
+        opened, those opened are closed again."""
+        serving = {sock.opened_for: sock for sock in self.server.listeners} if self.server else {}
+        wanted, opened = {}, []
+        try:
+            for spec in specs:
+                bind = parse_bind(spec)
+                if bind in wanted:
+                    raise cli.UsageError(f"bind {spec!r} is given twice")
+                if bind not in serving:
+                    opened.append(self._open(bind))
+                wanted[bind] = serving.get(bind) or opened[-1]
+        except BaseException:
+            for sock in opened:
+                sock.close()
+            raise
+        return list(wanted.values())
+
+    def _open(self, bind):
+        try:
+            return open_listener(bind, self.config.request_queue_size)
+        except OSError as error:
+            raise cli.UsageError(f"cannot listen on {bind}: {error.strerror or error}") from None
+
+    def check_server_fits(self):
+        """The binds and the application agree: ValueError saying why not."""
+        binds = [parse_bind(spec) for spec in self.config.bind]
+        inherited = [bind for bind in binds if bind.fd is not None]
+        kinds = {bind.stream for bind in binds if bind.fd is None}
+        if len(kinds) > 1:
+            raise cli.UsageError("the binds mix stream and datagram sockets "
+                                 f"({', '.join(self.config.bind)}): one server reads one kind; "
+                                 "run one prefork command for each")
+        stream = kinds.pop() if kinds else not inherited or _inherited_is_stream(inherited[0])
+        if self.config.reuse_port and len(binds) > 1:
+            raise cli.UsageError("reuse_port works with one bind")
+        needs = _socket_kind_of(self.app)
+        if needs is not None and needs != stream:
+            raise cli.UsageError(
+                f"{self.app.describe()} serves {'stream' if needs else 'datagram'} sockets: "
+                f"it cannot serve {', '.join(self.config.bind)}")
+
+    # -- logging --------------------------------------------------------------
+
+    def configure_logging(self, cfg):
+        logfiles.configure(log_level(cfg.log_level), cfg.error_logfile, cfg.access_logfile)
+
+    # -- HUP: the configuration read again ------------------------------------------
+
+    def reload(self):
+        """Read the configuration again (file, environment, the original
+        command line) and apply it; ValueError, with nothing applied, if it
+        is wrong (the master keeps the running configuration)."""
+        try:
+            new = cli.read_config(self.argv)
+            if new.app != self.config.app:
+                raise cli.UsageError("the application cannot change on a reload")
+            identity = privileges.identity(new.user, new.group)
+            sockets = self.open_listeners(new.bind) if new.bind != self.config.bind else None
+        except (cli.UsageError, ValueError, OSError) as error:
+            raise ValueError(str(error)) from None
+        old, self.config = self.config, new
+        for name in RESTART_ONLY:
+            if new.values[name] != old.values[name]:
+                log.warning("%s changed (%r -> %r): it applies at the next start, not on "
+                            "a reload", name, old.values[name], new.values[name])
+                new.values[name] = old.values[name]
+        changed = [f"{name} {old.values[name]!r} -> {value!r}"
+                   for name, value in new.values.items() if value != old.values[name]]
+        log.info("Configuration read again: %s", "; ".join(changed) or "nothing changed")
+        server = self.server
+        for setting in server_settings():
+            if setting.name not in RESTART_ONLY:
+                setattr(server, setting.name, new.values[setting.name])
+        server._identity = identity
+        server.hooks = new.hooks
+        if new.umask is not None:
+            os.umask(new.umask)
+        if sockets is not None:
+            server.replace_listeners(sockets)
+        self.configure_logging(new)
+        self.move_pidfile(old.pidfile, new.pidfile)
+        if self.app.kind == apps.SERVER:
+            log.warning("%s: the master built the server from it, so the new workers run "
+                        "the code it loaded; restart to load new code", self.app.describe())
+
+    def move_pidfile(self, old, new):
+        if old == new:
+            return
+        pid = os.getpid()
+        if old:
+            self.pidfile.remove(pid)
+        self.pidfile = Pidfile(new) if new else None
+        if self.pidfile:
+            self.pidfile.write(pid)
+
+
+def use_prefork_as_socketserver():
+    """Make `import socketserver` give prefork in this process, before the
+    application is imported (prefork never imports the stdlib's module)."""
+    sys.modules.setdefault("socketserver", prefork)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # MODULE is looked for where the command runs, too
+
+
+# -- the server ---------------------------------------------------------------------
+
+class CommandServer(PreforkMixIn):
+    """PreforkMixIn as the command runs it: the application's code, the
+    config file's hooks, the access log, the pidfile and reloads.
+
+    command: the Command; hooks: the config file's, as gunicorn calls them
+    (hook(server, ...)).
+    """
+
+    command = None
+    hooks = {}
+
+    def load_app(self, worker):
+        """In each worker (after dropping to user/group): the application afresh."""
+        app = self.command.app
+        if app.kind == apps.SERVER:
+            return  # the master built this server: its code is the master's
+        app = apps.reload(app)
+        if app.kind == apps.WSGI:
+            self.set_app(app.obj)
+        else:
+            self.RequestHandlerClass = handler_for(app.obj)
+
+    def reload_config(self):
+        self.command.reload()
+
+    def when_ready(self):
+        if self.command.pidfile:
+            self.command.pidfile.write(os.getpid())
+        self._hook("when_ready")
+
+    def finish_request(self, request, client_address):
+        """Time the request for the access log (an HTTP handler logs each of its
+        requests itself)."""
+        if logfiles.access_log.disabled or _speaks_http(self.RequestHandlerClass):
+            return super().finish_request(request, client_address)
+        started = monotonic()
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            logfiles.log_access(_client(client_address), _worker_number(self), "-", "-", "-",
+                                monotonic() - started)
+
+    def get_request(self):
+        request, client_address = super().get_request()
+        if type(client_address) is str and self.socket_type == socket.SOCK_STREAM:
+            client_address = UNIX_CLIENT
+        return request, client_address
+
+    def _hook(self, name, *args):
+        hook = self.hooks.get(name)
+        if hook is not None:
+            hook(self, *args)
+
+
+def _make_hook(name):
+    def hook(self, *args):
+        self._hook(name, *args)
+    hook.__name__ = name
+    hook.__doc__ = f"The config file's {name}(server, ...), if it defines one."
+    return hook
+
+
+for _name in ("on_starting", "pre_fork", "post_fork", "post_worker_init", "worker_stopping",
+              "worker_exit", "child_exit", "on_reload", "nworkers_changed", "on_exit"):
+    setattr(CommandServer, _name, _make_hook(_name))
+
+
+def build_server(command, sockets):
+    """The server for command's application, serving on sockets."""
+    cfg, app = command.config, command.app
+    cls = _server_class(app, cfg.worker_class, sockets[0].type == socket.SOCK_STREAM)
+    settings = {s.name: cfg.values[s.name] for s in server_settings()}
+    if cfg.worker_class != "threading":
+        del settings["max_threads"]
+    arguments = () if app.kind in (apps.SERVER, apps.WSGI) else (handler_for(app.obj),)
+    try:
+        server = cls(sockets[0].getsockname(), *arguments, bind_and_activate=False, **settings)
+    except TypeError as error:
+        raise cli.UsageError(f"{app.describe()} cannot be made as socketserver's are "
+                             f"(server_address, bind_and_activate=False): {error}") from None
+    server.command = command
+    server.hooks = cfg.hooks
+    server.use_listeners(sockets)
+    if app.kind == apps.WSGI:
+        server.set_app(app.obj)
+    return server
+
+
+def _server_class(app, worker_class, stream):
+    mixins = WORKER_MIXINS[worker_class]
+    if app.kind == apps.SERVER:
+        base = app.obj
+        mixins = tuple(m for m in mixins if not issubclass(base, m))
+    elif app.kind == apps.WSGI:
+        base = WSGIServer()
+    elif _speaks_http(app.obj):
+        import http.server
+        base = http.server.HTTPServer
+    else:
+        base = TCPServer if stream else UDPServer
+    kinds = "".join(mixin.__name__.replace("MixIn", "") for mixin in mixins)
+    name = f"Prefork{kinds}{base.__name__.removeprefix('Prefork')}"
+    return type(name, (CommandServer, *mixins, base), {})
+
+
+def WSGIServer():
+    """wsgiref's WSGIServer (on prefork: see use_prefork_as_socketserver), naming
+    prefork as its SERVER_SOFTWARE."""
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+    class PreforkWSGIRequestHandler(HTTPLogging, WSGIRequestHandler):
+        server_version = f"prefork/{prefork.__version__}"
+        # wsgiref writes the status line, each header and the body apart, and
+        # flushes after each chunk of the body: buffered, the head leaves with
+        # the first chunk -- one send instead of five (a third less CPU per request).
+        wbufsize = io.DEFAULT_BUFFER_SIZE
+
+    class PreforkWSGIServer(WSGIServer):
+        def __init__(self, server_address, RequestHandlerClass=PreforkWSGIRequestHandler,
+                     bind_and_activate=True, **kwargs):
+            super().__init__(server_address, RequestHandlerClass, bind_and_activate, **kwargs)
+
+    return PreforkWSGIServer
+
+
+# -- handlers: the access log and the error log ----------------------------------------
+
+class HTTPLogging:
+    """For an http.server handler run by the command: each request is a line of
+    the access log (if on), each error a line of the error log -- not
+    http.server's lines on stderr."""
+
+    def parse_request(self):
+        self._prefork_started = monotonic()
+        return super().parse_request()
+
+    def log_request(self, code="-", size="-"):
+        if logfiles.access_log.disabled:
+            return
+        started = getattr(self, "_prefork_started", None)
+        logfiles.log_access(_client(self.client_address), _worker_number(self.server),
+                            getattr(self, "requestline", "-") or "-",
+                            getattr(code, "value", code), size,
+                            monotonic() - started if started else 0.0)
+
+    def log_error(self, format, *args):
+        log.warning("%s: %s", _client(self.client_address), format % args)
+
+    def log_message(self, format, *args):
+        log.info("%s: %s", _client(self.client_address), format % args)
+
+
+def handler_for(handler):
+    """handler, logging through prefork's logs if it speaks HTTP."""
+    if _speaks_http(handler) and not issubclass(handler, HTTPLogging):
+        return type(handler.__name__, (HTTPLogging, handler), {"__module__": handler.__module__,
+                                                              "__qualname__": handler.__qualname__})
+    return handler
+
+
+def _speaks_http(handler):
+    return isinstance(handler, type) and any(
+        base.__name__ == "BaseHTTPRequestHandler" and base.__module__ == "http.server"
+        for base in handler.__mro__)
+
+
+def _socket_kind_of(app):
+    """True if app needs stream sockets, False datagram ones, None if either."""
+    if app.kind == apps.WSGI:
+        return True
+    if app.kind == apps.SERVER:
+        return app.obj.socket_type == socket.SOCK_STREAM
+    names = {base.__name__ for base in app.obj.__mro__}
+    if "StreamRequestHandler" in names:
+        return True
+    if "DatagramRequestHandler" in names:
+        return False
+    return None
+
+
+def _inherited_is_stream(bind):
+    try:
+        with socket.socket(fileno=os.dup(bind.fd)) as sock:
+            return sock.type == socket.SOCK_STREAM
+    except OSError:
+        raise cli.UsageError(f"bind {bind.spec!r}: descriptor {bind.fd} is not an open "
+                             "socket") from None
+
+
+def _client(address):
+    if address == UNIX_CLIENT:
+        return "unix:"
+    return format_address(address) if address else "-"
+
+
+def _worker_number(server):
+    worker = server.current_worker
+    return worker.number if worker else "-"
+
