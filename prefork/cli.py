@@ -48,12 +48,14 @@ class UsageError(Exception):
 
 class Config:
     """The settings of one run: values (every setting, checked), hooks (from
-    the config file), app (the MODULE:OBJECT spec)."""
+    the config file), app (the MODULE:OBJECT spec), given (the names some
+    source set: the others have their defaults)."""
 
-    def __init__(self, values, hooks, app):
+    def __init__(self, values, hooks, app, given=()):
         self.values = values
         self.hooks = hooks
         self.app = app
+        self.given = set(given)
 
     def __getattr__(self, name):
         try:
@@ -84,7 +86,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     """The command's options, one per setting, grouped as --help shows them."""
-    parser = _Parser(prog="prefork", usage="prefork [OPTIONS] MODULE:OBJECT",
+    parser = _Parser(prog="prefork", usage="prefork [OPTIONS] MODULE:OBJECT\n"
+                     "       prefork status [--json] [--watch] [OPTIONS]\n"
+                     "       prefork ctl reload|stop [--quick]|workers N|reopen [OPTIONS]",
                      description="Run a socketserver request handler, server class or WSGI "
                      "application with a pre-forking master.",
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,9 +120,10 @@ def _option(setting):
     return options
 
 
-def read_config(argv, environ=os.environ):
+def read_config(argv, environ=os.environ, need_app=True):
     """The settings for argv (the command line's arguments) and environ:
-    a Config, every value checked; UsageError naming what is wrong."""
+    a Config, every value checked; UsageError naming what is wrong (also if
+    no application is named, with need_app)."""
     parser = build_parser()
     command_line = vars(parser.parse_args(argv))
     from_environment = _parse_environment(parser, environ)
@@ -130,11 +135,14 @@ def read_config(argv, environ=os.environ):
         for name, value in source.items():
             if name != "app":
                 values[name] = _checked_value(where, config.SETTINGS[name], value)
+    given = set(from_file) | set(from_environment) | set(command_line)
+    if "control_socket" not in given:
+        values["control_socket"] = config.default_control_socket(values, environ)
     app = command_line.get("app") or from_environment.get("app")
-    if not app:
+    if not app and need_app:
         raise UsageError("no application given: prefork [OPTIONS] MODULE:OBJECT "
                          "(prefork --help for more)")
-    return Config(_checked(values), hooks, app)
+    return Config(_checked(values), hooks, app, given)
 
 
 def _parse_environment(parser, environ):
@@ -170,7 +178,8 @@ def _checked(values):
     """values, once the settings that depend on one another agree."""
     try:
         privileges.identity(values["user"], values["group"])
-        config.check_workers(values["workers"], values["max_workers"])
+        max_workers = config.check_workers(values["workers"], values["max_workers"])
+        config.spare_scaler(Config(dict(values, max_workers=max_workers), {}, None))
     except ValueError as error:
         raise UsageError(str(error)) from None
     threads = values["threads"]
@@ -231,6 +240,13 @@ def _looks_like_a_setting(name, value):
 def main(argv=None):
     """Run the command; return its exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("status", "ctl"):
+        from .client import main as client_main
+        try:
+            return client_main(argv)
+        except UsageError as error:
+            print(f"prefork: {error}", file=sys.stderr)
+            return 1
     from .command import Command  # (the server side: not needed for --help)
     command = Command(argv)
     try:

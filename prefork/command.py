@@ -23,9 +23,10 @@ from time import monotonic
 
 import prefork
 
-from . import apps, cli, logfiles, privileges
+from . import apps, cli, config, logfiles, privileges, systemd, upgrade
 from .config import log_level, server_settings
-from .listeners import close_listener, format_address, open_listener, parse_bind
+from .listeners import (
+    close_listener, format_address, matches, open_listener, parse_bind, remove_stale_unix_socket)
 from .master import WorkerBootError
 from .mixins import ForkingMixIn, ThreadingMixIn
 from .pidfile import Pidfile, PidfileError
@@ -50,7 +51,7 @@ WORKER_MIXINS = {"sync": (), "threading": (ThreadingMixIn,), "forking": (Forking
 # Settings a HUP cannot change in a running master: they shape its server
 # object or its scoreboard.  A change is logged, and waits for a restart.
 RESTART_ONLY = ("worker_class", "threads", "max_workers", "reuse_port", "exclusive_accept",
-                "request_queue_size")
+                "request_queue_size", "control_socket")
 
 
 class Command:
@@ -62,9 +63,12 @@ class Command:
         self.app = None
         self.server = None
         self.pidfile = None
+        self.inherited = []       # listening sockets handed over (USR2), not yet used
+        self.upgrading_from = None  # the old master's pid, in a new master (USR2)
+        self.activated = None     # under systemd's socket activation: its fd:// binds
 
     def run(self):
-        self.config = cli.read_config(self.argv)
+        self.config = self.read_config()
         self.configure_logging(self.config)
         use_prefork_as_socketserver()
         try:
@@ -82,14 +86,33 @@ class Command:
             return 0
         return self.serve()
 
+    def read_config(self):
+        """cli.read_config() for this run; under systemd's socket activation,
+        the binds are systemd's sockets (fd://N), whatever the settings say."""
+        cfg = cli.read_config(self.argv)
+        if self.activated is None:
+            self.activated = [f"fd://{fd}" for fd, _ in systemd.listen_fds()]
+        if self.activated:
+            cfg.values["bind"] = self.activated
+        return cfg
+
     def serve(self):
+        if self.activated:
+            log.info("Socket activation: serving on systemd's sockets (%s)",
+                     ", ".join(self.activated))
         if self.config.umask is not None:
             os.umask(self.config.umask)
         self.check_server_fits()
         if self.config.pidfile:
             self.pidfile = Pidfile(self.config.pidfile)
             stale = self.pidfile.check()
+        if self.config.control_socket:
+            self.check_control_socket(self.config.control_socket)
+        self.inherited, self.upgrading_from = upgrade.inherited_listeners(
+            self.config.request_queue_size)
         sockets = self.open_listeners(self.config.bind)
+        for sock in self.inherited:  # handed over, but no longer bound to
+            close_listener(sock)
         try:
             self.server = build_server(self, sockets)
         except BaseException:
@@ -122,13 +145,22 @@ class Command:
                 if bind in wanted:
                     raise cli.UsageError(f"bind {spec!r} is given twice")
                 if bind not in serving:
-                    opened.append(self._open(bind))
+                    opened.append(self._take_inherited(bind) or self._open(bind))
                 wanted[bind] = serving.get(bind) or opened[-1]
         except BaseException:
             for sock in opened:
                 sock.close()
             raise
         return list(wanted.values())
+
+    def _take_inherited(self, bind):
+        """The socket an old master handed over for bind, if any (USR2)."""
+        for sock in self.inherited:
+            if matches(bind, sock):
+                self.inherited.remove(sock)
+                sock.opened_for = bind
+                return sock
+        return None
 
     def _open(self, bind):
         try:
@@ -154,6 +186,19 @@ class Command:
                 f"{self.app.describe()} serves {'stream' if needs else 'datagram'} sockets: "
                 f"it cannot serve {', '.join(self.config.bind)}")
 
+    def check_control_socket(self, path):
+        """Refuse a control socket another master answers on -- or, if it was
+        only the default path, run without one (two masters started alike)."""
+        try:
+            remove_stale_unix_socket(path, socket.SOCK_STREAM)
+        except OSError:
+            if "control_socket" in self.config.given:
+                raise cli.UsageError(f"control socket {path}: another prefork master answers "
+                                     "there; give this one --control PATH") from None
+            log.warning("Control socket %s: another prefork master answers there; this one "
+                        "has none (give it --control PATH)", path)
+            self.config.values["control_socket"] = None
+
     # -- logging --------------------------------------------------------------
 
     def configure_logging(self, cfg):
@@ -166,7 +211,7 @@ class Command:
         command line) and apply it; ValueError, with nothing applied, if it
         is wrong (the master keeps the running configuration)."""
         try:
-            new = cli.read_config(self.argv)
+            new = self.read_config()
             if new.app != self.config.app:
                 raise cli.UsageError("the application cannot change on a reload")
             identity = privileges.identity(new.user, new.group)
@@ -174,6 +219,8 @@ class Command:
         except (cli.UsageError, ValueError, OSError) as error:
             raise ValueError(str(error)) from None
         old, self.config = self.config, new
+        if "control_socket" not in new.given:  # its default: as it was at the start
+            new.values["control_socket"] = old.values["control_socket"]
         for name in RESTART_ONLY:
             if new.values[name] != old.values[name]:
                 log.warning("%s changed (%r -> %r): it applies at the next start, not on "
@@ -187,6 +234,7 @@ class Command:
             if setting.name not in RESTART_ONLY:
                 setattr(server, setting.name, new.values[setting.name])
         server._identity = identity
+        server.scaler = config.spare_scaler(server)
         server.hooks = new.hooks
         if new.umask is not None:
             os.umask(new.umask)
@@ -247,7 +295,14 @@ class CommandServer(PreforkMixIn):
     def when_ready(self):
         if self.command.pidfile:
             self.command.pidfile.write(os.getpid())
+        if self.command.upgrading_from:
+            log.info("Upgrade: serving beside the old master (pid %d); TERM it to finish",
+                     self.command.upgrading_from)
         self._hook("when_ready")
+
+    def upgrade_files(self):
+        pidfile = self.command.pidfile
+        return super().upgrade_files() + [pidfile.path if pidfile else None]
 
     def finish_request(self, request, client_address):
         """Time the request for the access log (an HTTP handler logs each of its

@@ -1,5 +1,5 @@
-"""How commands reach the master: recorded by a signal handler (or, later, a
-control-socket client), then dispatched by the master's one loop.
+"""How commands reach the master: recorded by a signal handler or a control
+socket's client (control.py), then dispatched by the master's one loop.
 
 A signal handler does nothing but record() -- append the command's name and
 wake the loop -- so that all the work happens in the loop, between two of
@@ -17,7 +17,7 @@ log = logging.getLogger("prefork")
 SIGNALS = {
     signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGQUIT: "quit",
     signal.SIGHUP: "hup", signal.SIGTTIN: "ttin", signal.SIGTTOU: "ttou",
-    signal.SIGUSR1: "usr1", signal.SIGCHLD: "chld",
+    signal.SIGUSR1: "usr1", signal.SIGUSR2: "usr2", signal.SIGCHLD: "chld",
 }
 
 
@@ -49,13 +49,15 @@ class CommandQueue:
     def _on_signal(self, signum, frame):
         self.record(SIGNALS[signum])
 
-    def record(self, name):
-        """Queue a command and wake the loop: all a signal handler does."""
-        if name != "chld" or "chld" not in self._pending:  # one is enough
-            self._pending.append(name)
+    def record(self, name, *args):
+        """Queue a command (and its arguments) and wake the loop: all a signal
+        handler does."""
+        if name != "chld" or ("chld",) not in self._pending:  # one is enough
+            self._pending.append((name, *args))
         self._wake()
 
     def dispatch(self, target):
-        """Run target.handle_<name>() for each command recorded, oldest first."""
+        """Run target.handle_<name>(*args) for each command recorded, oldest first."""
         while self._pending:
-            getattr(target, "handle_" + self._pending.popleft())()
+            name, *args = self._pending.popleft()
+            getattr(target, "handle_" + name)(*args)

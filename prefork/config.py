@@ -19,6 +19,7 @@ import os
 
 from .listeners import default_backlog, parse_bind
 from .mixins import ThreadingMixIn
+from .scaling import SpareScaler
 
 # The --help groups, in the order --help shows them.
 SECTIONS = ["application", "workers", "timeouts and recycling", "process", "logging", "command"]
@@ -149,6 +150,13 @@ SETTINGS = {s.name: s for s in [
             shown="CPU count", flags=["-w", "--workers"]),
     _server("max_workers", None, int, "the most workers TTIN may reach "
             "(none: 4 x workers, at least 16)", "workers", minimum=1, optional=True),
+    _server("min_workers", None, int, "with spare scaling: the fewest workers (none: "
+            "workers)", "workers", minimum=1, optional=True),
+    _server("spare_min", None, int, "spare scaling (as Apache's MinSpareServers): fewer "
+            "idle workers than this, and more are forked -- 1, 2, 4... a second, up to 32 "
+            "(none: off)", "workers", minimum=1, optional=True),
+    _server("spare_max", None, int, "spare scaling: more idle workers than this, and one is "
+            "retired a second (down to min_workers)", "workers", minimum=1, optional=True),
     _server("max_threads", None, int, "requests a threading worker runs at once (none: "
             "unbounded); at the bound it stops accepting", "workers", minimum=1,
             optional=True, inherit=True),
@@ -192,6 +200,10 @@ SETTINGS = {s.name: s for s in [
              "socket files (octal, e.g. 077)", "process", optional=True),
     _command("pidfile", None, str, "write the master's pid here once it is ready; removed "
              "at exit", "process", optional=True, flags=["-p", "--pid"], metavar="FILE"),
+    _server("control_socket", None, str, "the master's control socket (prefork status, "
+            "prefork ctl); the command's default: PIDFILE.ctl beside --pid, else "
+            "prefork-NAME.ctl in $XDG_RUNTIME_DIR, else none", "process", optional=True,
+            flags=["--control"], metavar="PATH", shown="none (command: see meaning)"),
     # -- logging --
     _command("log_level", "info", str, "the error log's level", "logging",
              choices=LOG_LEVELS),
@@ -215,6 +227,19 @@ SETTINGS = {s.name: s for s in [
 HOOKS = ["on_starting", "when_ready", "pre_fork", "post_fork", "post_worker_init",
          "worker_stopping", "worker_exit", "child_exit", "on_reload", "nworkers_changed",
          "on_exit"]
+
+
+def default_control_socket(values, environ=os.environ):
+    """Where the command's control socket is when --control is not given:
+    beside the pidfile (app.pid -> app.ctl), else prefork-NAME.ctl in
+    $XDG_RUNTIME_DIR; None (no control socket) without either."""
+    if values["pidfile"]:
+        base = values["pidfile"][:-len(".pid")] if values["pidfile"].endswith(".pid") \
+            else values["pidfile"]
+        return os.path.abspath(base + ".ctl")
+    if environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(environ["XDG_RUNTIME_DIR"], f"prefork-{values['proc_name']}.ctl")
+    return None
 
 
 def server_settings():
@@ -248,6 +273,24 @@ def apply(server, kwargs):
     if getattr(server, "max_threads", None) is not None and not isinstance(server, ThreadingMixIn):
         raise ValueError("max_threads needs a server with prefork's ThreadingMixIn")
     server.max_workers = check_workers(server.workers, server.max_workers)
+    server.scaler = spare_scaler(server)
+
+
+def spare_scaler(settings):
+    """The SpareScaler for settings' spare_min/spare_max (None if off);
+    ValueError if they do not fit together."""
+    if settings.spare_min is None and settings.spare_max is None:
+        if settings.min_workers is not None:
+            raise ValueError("min_workers needs spare scaling: spare_min and spare_max")
+        return None
+    if settings.spare_min is None or settings.spare_max is None:
+        raise ValueError("spare_min and spare_max go together")
+    min_workers = settings.min_workers or settings.workers
+    if not min_workers <= settings.workers:
+        raise ValueError(f"min_workers ({min_workers}) must not exceed workers "
+                         f"({settings.workers})")
+    return SpareScaler(min_workers, settings.max_workers, settings.spare_min,
+                       settings.spare_max)
 
 
 def check_workers(workers, max_workers):

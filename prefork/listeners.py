@@ -208,13 +208,34 @@ def _inherit(bind, backlog):
             raise ValueError(f"bind {bind.spec!r}: descriptor {bind.fd} is not a socket")
     except OSError:
         raise ValueError(f"bind {bind.spec!r}: descriptor {bind.fd} is not open") from None
-    sock = AdoptedSocket(fileno=bind.fd)
+    sock = inherit(bind.fd, backlog)
     sock.opened_for = bind
+    return sock
+
+
+def inherit(fd, backlog, bound_here=False):
+    """An AdoptedSocket for an inherited descriptor (fd://N, systemd, an old
+    master's): listening, non-blocking for streams.  bound_here: its Unix
+    socket file is ours to remove at the end (an old master handed it over)."""
+    sock = AdoptedSocket(fileno=fd)
+    sock.bound_here = bound_here
     if sock.type == socket.SOCK_STREAM:
         if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
             sock.listen(backlog)
         sock.setblocking(False)
     return sock
+
+
+def matches(bind, sock):
+    """Whether an inherited socket serves bind: the same family, type and
+    address -- any port of the same host, for a bind to port 0."""
+    if (sock.family, sock.type) != (bind.family, bind.type):
+        return False
+    address = sock.getsockname()
+    if bind.family == socket.AF_UNIX:
+        return address == bind.address
+    host, port = bind.address
+    return address[:2] == (host, port) or (port == 0 and address[0] == host)
 
 
 def close_listener(sock):

@@ -70,6 +70,9 @@ class ServeLoop:
         self._stop_requested = False
         self._stopped = threading.Event()  # as the stdlib: stop() waits for a run
         self._thread = None
+        self._readers = {}  # fd -> callback: more descriptors to watch (add_reader)
+        self._readers_pid = os.getpid()  # a forked child does not inherit them
+        self._poller = None  # while run() runs
 
     @property
     def waker(self):
@@ -95,8 +98,13 @@ class ServeLoop:
         poller = _Poller(wake_one)
         accepting = getattr(server, "_accepting_requests", lambda: True)
         batch = getattr(server, "_accept_batch", 1)
+        self._poller = poller
+        if self._readers_pid != os.getpid():
+            self._readers, self._readers_pid = {}, os.getpid()
         try:
             poller.add(waker.fileno())
+            for fd in self._readers:
+                poller.add(fd)
             listeners = _listeners_of(server)
             watching = False
             while not self._stop_requested:
@@ -118,10 +126,13 @@ class ServeLoop:
                 for fd in ready:
                     if fd in listeners:
                         self._take(server, listeners[fd], batch, accepting)
+                    elif fd in self._readers:
+                        self._readers[fd]()
                     else:
                         waker.drain()
                 server.service_actions()
         finally:
+            self._poller = None
             poller.close()
             self._stop_requested = False
             self._thread = None
@@ -135,6 +146,18 @@ class ServeLoop:
             # Only prefork's servers say whether they took a request.
             if not server._handle_request_noblock() or self._stop_requested or not accepting():
                 break
+
+    def add_reader(self, fd, callback):
+        """Call callback() in the loop's thread when fd is readable (the prefork
+        master's control socket and its clients), in this process only (not in
+        a forked child).  From the loop's thread only."""
+        self._readers[fd] = callback
+        if self._poller is not None:
+            self._poller.add(fd)
+
+    def remove_reader(self, fd):
+        if self._readers.pop(fd, None) is not None and self._poller is not None:
+            self._poller.remove(fd)
 
     @property
     def serving(self):

@@ -10,8 +10,9 @@ never accepts -- and each turn (service_actions) is nginx's cycle:
     keep       the wanted number of workers of the current generation; once
                they all serve, the retired ones (an old generation) leave
 
-Signal handlers only record a command and wake the loop; a control socket's
-commands will enter the same queue and run the same handle_<name> methods.
+Signal handlers only record a command and wake the loop; the control
+socket's commands (control.py) enter the same queue and run the same
+handle_<name> methods.
 
 Signals to the master:
   TERM        graceful stop: workers finish their requests (graceful_timeout)
@@ -20,6 +21,7 @@ Signals to the master:
               the new one serves (its handler module re-imported unless preload_app)
   TTIN, TTOU  one worker more (up to max_workers), one fewer (down to 1)
   USR1        reopen log files, in the master and every worker
+  USR2        binary upgrade: a new master on the same sockets (upgrade.py)
   CHLD        a worker exited: reaped on the next turn
 During a stop, HUP, TTIN, TTOU and a second TERM are logged and ignored.
 
@@ -42,15 +44,20 @@ from time import monotonic
 from . import logfiles
 from .commands import SIGNALS, CommandQueue
 from .connections import StopEvent
+from .control import ControlChannel
 from .listeners import format_address
 from .pool import Lifecycle, Pool, Retire, WorkerRecord
 from .proctitle import set_title
 from .scoreboard import Scoreboard
+from .status import RequestTally, master_status
+from .systemd import Notifier
+from .upgrade import Upgrade
 from .worker import Worker, WorkerInfo, fork_worker
 
 log = logging.getLogger("prefork")
 
 MAX_BOOT_BACKOFF = 10.0  # seconds, the longest wait between failed boots
+SCALING_INTERVAL = 1.0   # seconds between two decisions of spare scaling
 
 
 class StopMode(enum.Enum):
@@ -98,11 +105,21 @@ class Master:
         self.pid = None
         self.waiting_for_room = False
         self.listeners_before_reload = None  # while a reload changes the listeners
+        self.control = None                  # the ControlChannel, with control_socket
+        self.tally = RequestTally()
+        self.started = None                  # monotonic(), at start
+        self.upgrade = None                  # after USR2: the new master's Upgrade
+        self.next_scaling = 0.0              # with spare scaling (server.scaler)
+        self.notifier = Notifier()           # systemd's, at start
+        self.announced_ready = False
+        self.next_watchdog = 0.0
 
     # -- PreforkMixIn's overrides, in the master ---------------------------------
 
     def serve_forever(self, poll_interval):
         self.start(poll_interval)
+        if self.notifier.watchdog_interval:  # the loop turns at least that often
+            poll_interval = min(poll_interval, self.notifier.watchdog_interval)
         try:
             self.server._serve_loop.run(self.server, poll_interval)
         finally:
@@ -117,11 +134,18 @@ class Master:
         self.server._serve_loop.wait_stopped()
 
     def service_actions(self):
+        if self.notifier.watchdog_interval and monotonic() >= self.next_watchdog:
+            self.next_watchdog = monotonic() + self.notifier.watchdog_interval
+            self.notifier.watchdog()  # the loop turns: supervision is alive
         self.reap()
         self.watch_workers()  # first: commands act on what the workers are now
+        if self.control:
+            self.control.expire()
         self.commands.dispatch(self)
         if self.stop_mode:
             return
+        if self.server.scaler and monotonic() >= self.next_scaling:
+            self.scale()
         self.keep_pool()
 
     def accepting_requests(self):
@@ -137,6 +161,10 @@ class Master:
         """Close the listener; with block_on_close, wait for every worker first."""
         if len(self.pool) and self.stop_mode is None:
             self.begin_stop(StopMode.GRACEFUL)
+        handed_over = self.upgrade is not None and self.upgrade.exited() is None
+        if self.control:
+            self.control.close(remove_file=not handed_over)  # (else: the new master's)
+            self.control = None
         if self.server.block_on_close:
             self.wait_for_workers()
         self.framework.server_close()
@@ -149,8 +177,13 @@ class Master:
         if self.stop_mode and not len(self.pool):
             self.server.on_exit()
         self.stopping.close()
-        for path in self.server._unix_paths:
-            _unlink(path)
+        self.notifier.close()
+        if handed_over:  # the new master serves on the same socket files
+            log.info("Upgrade: handed over to the new master (pid %d)", self.upgrade.pid)
+            self.upgrade.handed_over()
+        else:
+            for path in self.server._unix_paths:
+                _unlink(path)
         self.server._unix_paths.clear()
 
     # -- start ----------------------------------------------------------------
@@ -161,6 +194,8 @@ class Master:
             raise RuntimeError("a prefork server's serve_forever() runs once: make a new server")
         logfiles.configure_default_logging()
         self.pid = os.getpid()
+        self.started = monotonic()
+        self.notifier = Notifier.from_environment()
         self.poll_interval = poll_interval
         # Two generations side by side during a reload, at the most workers.
         self.scoreboard = Scoreboard(2 * server.max_workers)
@@ -173,6 +208,11 @@ class Master:
         if server._removed_stale_socket:  # (at construction, before logging was set up)
             log.info("Removed stale socket file %s", server._removed_stale_socket)
         self.warn_if_not_reloadable()
+        if server.scaler:
+            log.info("Spare scaling: %s", server.scaler.describe())
+        if server.control_socket:
+            self.control = ControlChannel(server.control_socket, self, server._serve_loop)
+            log.info("Control socket: %s", server.control_socket)
         server.on_starting()
         self.keep_pool()
         server.when_ready()
@@ -222,8 +262,42 @@ class Master:
         for record in self.pool:
             _signal(record.pid, signal.SIGUSR1)
 
+    def handle_usr2(self):
+        """Binary upgrade: a new master, on these listening sockets (upgrade.py)."""
+        if self.ignored_while_stopping("USR2"):
+            return
+        if self.upgrade is not None:
+            log.warning("USR2 ignored: the new master (pid %d) is still running; stop "
+                        "this one to finish the upgrade", self.upgrade.pid)
+            return
+        try:
+            self.upgrade = Upgrade(self.server.listeners, self.server.upgrade_files())
+        except OSError as error:
+            log.error("Upgrade failed to start: %s", error)
+
+    def watch_upgrade(self):
+        code = self.upgrade.exited()
+        if code is not None:
+            self.upgrade.failed(code)
+            self.upgrade = None
+
     def handle_chld(self):
         """Nothing more: every turn reaps."""
+
+    def handle_workers(self, count):
+        """`workers N` from the control socket (1 <= N <= max_workers, checked there)."""
+        if not self.ignored_while_stopping("workers"):
+            self.set_workers(count)
+
+    # -- status: what the control socket's `status` answers ------------------------
+
+    def status(self):
+        return master_status(self, monotonic())
+
+    def state(self):
+        if self.stop_mode:
+            return f"stopping ({self.stop_mode.value})"
+        return "reloading" if self.reloading_from is not None else "serving"
 
     def ignored_while_stopping(self, name):
         if self.stop_mode:
@@ -244,6 +318,7 @@ class Master:
         if self.stop_mode is StopMode.QUICK or self.stop_mode is mode:
             return
         log.info("Stopping (%s)", mode.value)
+        self.notifier.stopping(f"stopping ({mode.value})")
         self.stop_mode = mode
         self.stopping.set()
         sig = signal.SIGTERM if mode is StopMode.GRACEFUL else signal.SIGQUIT
@@ -306,8 +381,10 @@ class Master:
             self.ask_to_stop(record)
 
     def reap(self, block=False):
-        """Collect every exited worker of ours (never anyone else's children);
-        with block, wait for each."""
+        """Collect every exited worker of ours (never anyone else's children),
+        and a new master that failed (USR2); with block, wait for each worker."""
+        if self.upgrade is not None:
+            self.watch_upgrade()
         for record in self.pool:
             try:
                 pid, status = os.waitpid(record.pid, 0 if block else os.WNOHANG)
@@ -319,6 +396,7 @@ class Master:
     def worker_exited(self, record, status):
         self.pool.remove(record)
         view = self.scoreboard.read(record.slot)
+        self.tally.worker_exited(view.requests)
         self.scoreboard.release(record.slot)
         name = f"Worker {record.info.number} (pid {record.pid})"
         how = _describe_exit(status)
@@ -360,10 +438,12 @@ class Master:
 
     def watch_workers(self):
         now = monotonic()
+        requests = 0
         for record in self.pool:
+            view = self.scoreboard.read(record.slot)
+            requests += view.requests
             if record.state is Lifecycle.KILLED:
                 continue
-            view = self.scoreboard.read(record.slot)
             if record.follow(view, now):
                 self.boot_failures = 0  # a worker booted: any crash loop is over
             problem = record.overdue(view, now, self.server)
@@ -371,6 +451,7 @@ class Master:
                 self.kill(record, problem)
             elif record.retire is None and record.too_old(now, self.server.max_worker_age):
                 self.retire(record, Retire.AGE)
+        self.tally.sample(now, requests)
 
     # -- reload: a new generation beside the old, as nginx does ---------------------------
     #
@@ -386,6 +467,7 @@ class Master:
             log.error("Reload refused, the running configuration stays: %s", error)
             return
         log.info("Reloading: starting generation %d", self.generation + 1)
+        self.notifier.reloading(f"reloading: starting generation {self.generation + 1}")
         self.server.on_reload()
         self.warn_if_not_reloadable()
         if self.reloading_from is None:
@@ -411,6 +493,8 @@ class Master:
         self.reloading_from = None
         self.end_listener_change(keep_new=False)
         log.error("Reload failed, keeping generation %d: %s", self.generation, error)
+        self.notifier.ready(f"{self.server.workers} workers, generation {self.generation} "
+                            "(the reload failed)")
 
     def replace_listeners(self, sockets):
         """The workers forked from now on accept on sockets (see end_listener_change)."""
@@ -425,11 +509,13 @@ class Master:
                 server._remember_unix_path(sock)
                 log.info("Listening at: %s (%d)", format_address(sock.getsockname()), self.pid)
 
-    def listeners_not_served(self):
-        """During a change of listeners, the master's listeners that a new
-        worker must close (or connections would queue where none accepts)."""
+    def sockets_not_served(self):
+        """The master's sockets that a new worker must close: its control
+        socket, and during a change of listeners the listeners left out (or
+        connections would queue where none accepts)."""
         before = self.listeners_before_reload or ()
-        return [sock for sock in before if sock not in self.server.listeners]
+        control = self.control.sockets() if self.control else []
+        return control + [sock for sock in before if sock not in self.server.listeners]
 
     def end_listener_change(self, keep_new):
         """The reload is over: close the listeners of the losing side."""
@@ -452,6 +538,28 @@ class Master:
         if address in self.server._unix_paths:
             self.server._unix_paths.remove(address)
             _unlink(address)
+
+    # -- spare scaling: once a second, from the idle workers (scaling.py) -------------
+
+    def scale(self):
+        self.next_scaling = monotonic() + SCALING_INTERVAL
+        if self.reloading_from is not None:
+            return  # two generations: their idle counts say nothing
+        wanted = self.pool.wanted()
+        idle = [record for record in wanted if record.state is Lifecycle.BOOTING
+                or self.scoreboard.read(record.slot).idle]
+        scaler = self.server.scaler
+        change = scaler.decide(len(idle), len(wanted))
+        if change > 0:
+            log.info("Scaling up: %d idle < spare_min %d: +%d workers (%d -> %d)",
+                     len(idle), scaler.spare_min, change, len(wanted), len(wanted) + change)
+            self.set_workers(len(wanted) + change)
+        elif change < 0 and idle:
+            record = idle[-1]  # the youngest idle one: the oldest have warm caches
+            log.info("Scaling down: %d idle > spare_max %d: retiring worker %d",
+                     len(idle), scaler.spare_max, record.info.number)
+            self.retire(record, Retire.FEWER, at_once=True)
+            self.set_workers(len(wanted) - 1)
 
     # -- the pool -----------------------------------------------------------------
 
@@ -479,6 +587,17 @@ class Master:
                 log.info("Reloaded: generation %d serving", self.generation)
                 self.reloading_from = None
                 self.end_listener_change(keep_new=True)
+                self.announce_ready()
+            elif not self.announced_ready:
+                self.announce_ready()
+
+    def announce_ready(self):
+        """Tell systemd the generation serves; the first time, also that this
+        process is the service's main one (a new master after USR2 takes over)."""
+        if not self.announced_ready:
+            self.announced_ready = True
+            self.notifier.mainpid(self.pid)
+        self.notifier.ready(f"{self.server.workers} workers, generation {self.generation}")
 
     def may_spawn(self, wanted):
         if monotonic() < self.spawn_not_before:
@@ -512,7 +631,7 @@ class Master:
         try:
             self.server.pre_fork(info)
             worker = Worker(self.server, self.framework, info, self.scoreboard, self.pid,
-                            self.worker_poll_interval(), self.listeners_not_served())
+                            self.worker_poll_interval(), self.sockets_not_served())
             info.pid = fork_worker(worker, SIGNALS)
         except BaseException:
             self.scoreboard.release(slot)

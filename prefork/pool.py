@@ -48,6 +48,7 @@ class WorkerRecord:
         self.retire = None
         self.asked_at = None
         self.killed_for = None
+        self.process = None  # its psutil.Process, made by the first status
 
     def follow(self, view, now):
         """Move along what the worker's slot says of it; True once it has booted."""

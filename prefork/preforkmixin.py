@@ -238,6 +238,12 @@ class PreforkMixIn:
         if worker.generation > 1:
             self._role.reload_handler()
 
+    def upgrade_files(self):
+        """The files a binary upgrade (USR2) moves aside to PATH.oldbin while
+        the new master starts: the control socket (the command adds its
+        pidfile)."""
+        return [self.control_socket]
+
     def reload_config(self):
         """In the master, on HUP, before anything else: read the settings
         again and apply them.  Raise ValueError (with what is wrong) to keep

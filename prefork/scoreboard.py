@@ -70,6 +70,11 @@ class SlotView:
         self.error = slot.error.decode("utf-8", "replace")
 
     @property
+    def idle(self):
+        """Whether the worker waits for a request, none in flight."""
+        return self.state is SlotState.IDLE and not self.in_flight
+
+    @property
     def booted(self):
         """Whether the worker has finished booting (it may be stopping since)."""
         return self.state not in (SlotState.FREE, SlotState.BOOTING)

@@ -65,9 +65,9 @@ class Worker:
     """
 
     def __init__(self, server, framework, info, scoreboard, master_pid, poll_interval,
-                 foreign_listeners=()):
+                 foreign_sockets=()):
         self.server = server
-        self.foreign_listeners = foreign_listeners  # the master's, not this worker's
+        self.foreign_sockets = foreign_sockets  # the master's, not this worker's
         self.poll_interval = poll_interval
         self.framework = framework
         self.info = info
@@ -114,8 +114,8 @@ class Worker:
         self.slot = self.scoreboard.writer(info.number - 1, threaded=_is_threading(server))
         os.register_at_fork(after_in_child=self.entered_request_child)
         server._role = self  # from here on, PreforkMixIn's methods act as this worker
-        for listener in self.foreign_listeners:
-            listener.close()
+        for sock in self.foreign_sockets:
+            sock.close()
         server.post_fork(info)
         if server._identity is not None:
             server._identity.drop()

@@ -194,6 +194,10 @@ INVALID = {
     "reuse_threads": [0, "false", None],
     "inline_quick_requests": [1, "yes", None],
     "max_threads": [0, -1, True, 1.5, "8"],
+    "min_workers": [0, -1, True, 1.5, "2"],
+    "spare_min": [0, -1, True, 1.5, "2"],
+    "spare_max": [0, -1, True, 1.5, "2"],
+    "control_socket": ["", 5, b"/tmp/x.ctl"],
     "user": ["no-such-user-pf", "", 5],
     "group": ["no-such-group-pf", "", 5],
 }

@@ -14,5 +14,6 @@ loaded, measured and stopped in turn:
     wrk.py        wrk, when installed, for the HTTP workloads
     measure.py    one contender under one workload: a row of figures; start-up times
     report.py     Markdown tables, results.json, the acceptance checks
-    plot.py       bench.png
+    step.py       the load step (scaling): clients 1 -> 40 -> 1, workers and p99 over time
+    plot.py       bench.png, scaling.png
 """

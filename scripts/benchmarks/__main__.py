@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import plan, plot, report
+from . import plan, plot, report, step
 from .loadgen import BuiltinLoad
 from .measure import Settings, measure, startups
 from .work import calibrate
@@ -25,13 +25,16 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true",
                         help="short runs: a smoke test, not figures to quote")
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
-                        help="a workload (a..g or tiny, cpu, slow, udp, echo, herd, wsgi) or "
+                        help="a workload (a..h or tiny, cpu, slow, udp, echo, herd, wsgi, "
+                             "scaling) or "
                              "part of a contender's name (gunicorn, 'sync x2'); repeatable")
     parser.add_argument("--duration", type=float, metavar="S",
                         help=f"measured seconds per row (default {DEFAULT_DURATION:g}, "
-                             f"--quick {QUICK_DURATION:g})")
+                             f"--quick {QUICK_DURATION:g}); not the load step (scaling), "
+                             f"whose phases are {step.seconds(step.PHASES)} "
+                             f"(--quick {step.seconds(step.QUICK_PHASES)})")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR",
-                        help="results.md, results.json, bench.png and server logs")
+                        help="results.md, results.json, bench.png, scaling.png and server logs")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "builtin"), default="auto",
                         help="HTTP load: wrk if installed (auto), or the built-in generator")
     return parser.parse_args(argv)
@@ -74,14 +77,16 @@ def main(argv=None):
         python=sys.executable, logs=args.out / "logs",
         warmup=QUICK_WARMUP if args.quick else DEFAULT_WARMUP,
         duration=args.duration or (QUICK_DURATION if args.quick else DEFAULT_DURATION),
-        cpu_loops=calibrate(), generators=generators(args.loadgen))
+        cpu_loops=calibrate(), generators=generators(args.loadgen),
+        step_phases=step.phases_for(args.quick))
     gens = settings.generators
     meta = describe_run(settings)
     print(report.header(meta), flush=True)
     sections, loads, printed = [], {}, 0
     try:
         for workload, contenders in chosen:
-            loads[workload.key] = gens[workload.protocol].describe(workload)
+            loads[workload.key] = (step.describe(settings.step_phases) if workload.step
+                                   else gens[workload.protocol].describe(workload))
             rows = []
             sections.append((workload, rows))
             for contender in contenders:
@@ -108,12 +113,20 @@ def run_row(contender, workload, settings):
     """measure(), with progress on stderr; a failure is a row, not the end."""
     print(f"  ({workload.key}) {contender.name} ...", end="", file=sys.stderr, flush=True)
     try:
-        row = measure(contender, workload, settings)
+        if workload.step:
+            row = step.measure_step(contender, workload, settings, settings.step_phases)
+        else:
+            row = measure(contender, workload, settings)
     except (OSError, RuntimeError) as error:
         print(f" FAILED: {error}", file=sys.stderr)
         return {"workload": workload.key, "contender": contender.name,
                 "family": contender.family, "failed": str(error).splitlines()[0]}
-    print(f" {row['rps']:,.0f} req/s", file=sys.stderr)
+    if workload.step:
+        high = max(row["phases"], key=lambda p: p["clients"])
+        print(f" {high['clients']} clients: p99 {high['p99_ms']:,.0f} ms, "
+              f"{high['workers_max']} workers at most", file=sys.stderr)
+    else:
+        print(f" {row['rps']:,.0f} req/s", file=sys.stderr)
     return row
 
 
@@ -136,13 +149,17 @@ def time_startups(contenders, rows, workload, settings):
 
 
 def finish(out, meta, sections, loads, elapsed):
-    """Print the acceptance checks; write results.md, results.json and bench.png."""
+    """Print the acceptance checks; write results.md, results.json, bench.png and
+    (if the load step ran) scaling.png."""
     results = report.acceptance(sections, elapsed)
     print(report.checks_text(results))
     report.write(out, meta, sections, loads, results)
     drawn = plot.plot(sections, out / "bench.png", f"prefork benchmark · {meta['date']} · "
                       f"{meta['cpus']} CPUs · {meta['loadgen']}")
-    written = ["results.md", "results.json"] + (["bench.png"] if drawn else [])
+    stepped = plot.plot_step(sections, out / "scaling.png", f"prefork load step · "
+                             f"{meta['date']} · {meta['cpus']} CPUs")
+    written = (["results.md", "results.json"] + (["bench.png"] if drawn else [])
+               + (["scaling.png"] if stepped else []))
     print(f"wrote {', '.join(str(out / name) for name in written)}")
 
 

@@ -26,6 +26,7 @@ class Settings:
     duration: float     # seconds of the measured window
     cpu_loops: int      # burn() loops for ~1 ms, the same for every server
     generators: dict    # protocol -> load generator (wrk or built-in)
+    step_phases: tuple = ()   # the load step's (seconds, clients), step.phases_for()
 
 
 def free_port(protocol):

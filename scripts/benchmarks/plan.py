@@ -61,6 +61,11 @@ def gunicorn(workers, threads=0):
                      workers, stop_signal=signal.SIGQUIT)  # QUIT: gunicorn's quick stop
 
 
+# No control socket: the command's default path (e.g. /run/prefork-prefork.ctl) is
+# one per name, and another master (a test run) may hold it.
+NO_CONTROL = ("--control", "none")
+
+
 def prefork_wsgi(workers, threads=0):
     """The prefork command serving gunicorn's very app (benchmarks.wsgi:app):
     sync workers, or threading ones with `threads` threads (--threads)."""
@@ -70,8 +75,22 @@ def prefork_wsgi(workers, threads=0):
     return Contender(name, "prefork",
                      ("-m", "prefork", "-w", str(workers), *worker_class,
                       "-b", "127.0.0.1:{port}", "--backlog", str(BACKLOG),
-                      "--log-level", "warning", "benchmarks.wsgi:app"),
+                      "--log-level", "warning", *NO_CONTROL, "benchmarks.wsgi:app"),
                      workers)
+
+
+def prefork_spare(min_workers, max_workers, spare_min, spare_max):
+    """The prefork command's sync workers (the WSGI app) with spare-based scaling:
+    between spare_min and spare_max idle, min_workers to max_workers in all."""
+    return Contender(f"prefork WSGI sync spare {spare_min}-{spare_max} idle "
+                     f"({min_workers}-{max_workers} workers)", "prefork",
+                     ("-m", "prefork", "-w", str(min_workers),
+                      "--min-workers", str(min_workers), "--max-workers", str(max_workers),
+                      "--spare-min", str(spare_min), "--spare-max", str(spare_max),
+                      "-b", "127.0.0.1:{port}", "--backlog", str(BACKLOG),
+                      "--log-level", "info", *NO_CONTROL,   # info: its scaling lines
+                      "benchmarks.wsgi:app"),
+                     min_workers)
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,9 @@ class Workload:
     in one of `pairs` (first, second), the second of its pair.
     startup_runs: if not 0, each contender is also started this many times,
     timed to its first response (measure.startups).
+    step: a load step over time (step.py: clients 1, then `clients`, then 1; workers
+    and p99 sampled) rather than a steady load: no req/s ratios, its own table
+    and plot (scaling.png).
     """
 
     key: str
@@ -96,6 +118,7 @@ class Workload:
     contenders: tuple
     pairs: tuple = ()
     startup_runs: int = 0
+    step: bool = False
 
     def reference_for(self, name):
         """The contender whose figures `name`'s ratios are multiples of: the
@@ -124,6 +147,9 @@ WSGI_CONTENDERS = (
 WSGI_PAIRS = tuple((WSGI_CONTENDERS[i].name, WSGI_CONTENDERS[i + 1].name) for i in (0, 2))
 STARTUP_RUNS = 5
 
+# The load step: spare-based scaling against a fixed pool of 2 (its p99 explodes).
+SCALING_CONTENDERS = (prefork_spare(2, 48, 2, 6), prefork_wsgi(2))
+
 # How workers share the port: wake one (the default), wake all, SO_REUSEPORT.
 LISTENERS = ("exclusive", "poll", "reuseport")
 
@@ -148,6 +174,9 @@ WORKLOADS = (
     Workload("g", "wsgi", "the same hello-world WSGI app: the prefork command against gunicorn",
              "tiny", "http", 50, WSGI_PAIRS[0][1], WSGI_CONTENDERS,
              pairs=WSGI_PAIRS, startup_runs=STARTUP_RUNS),
+    Workload("h", "scaling", "a load step, 1 \u2192 40 \u2192 1 slow clients (50 ms sleep): "
+             "spare-based scaling against a fixed pool",
+             "slow", "http", 40, SCALING_CONTENDERS[1].name, SCALING_CONTENDERS, step=True),
 )
 
 

@@ -10,6 +10,8 @@ OPS = {"<=": ("\u2264", lambda a, b: a <= b), ">=": ("\u2265", lambda a, b: a >=
 
 def add_ratios(workload, rows):
     """Each row's requests/s and CPU/request as a multiple of its reference row's."""
+    if workload.step:
+        return   # a time series: no steady rate to compare
     measured = {r["contender"]: r for r in rows if "failed" not in r}
     for row in rows:
         reference = measured.get(workload.reference_for(row["contender"]))
@@ -101,6 +103,8 @@ def pair_lines(workload, rows):
 
 
 def table(workload, rows, load):
+    if workload.step:
+        return step_table(workload, rows, load)
     lines = [f"## ({workload.key}) {workload.title}", "",
              f"{workload.clients} clients · load: {load} · "
              f"{TIMES} columns: {_against(workload)} · "
@@ -117,6 +121,44 @@ def table(workload, rows, load):
     pairs = pair_lines(workload, rows)
     if pairs:
         lines += ["", "Side by side, prefork / gunicorn:", ""] + pairs
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value, digits=0):
+    return "\u2013" if value is None else f"{value:,.{digits}f}"
+
+
+def step_table(workload, rows, load):
+    """The load step, second by second: the clients, then for each contender the
+    workers at the second's end and the p99 of the requests that ended in it;
+    then each contender's phases."""
+    measured = [r for r in rows if "failed" not in r]
+    lines = [f"## ({workload.key}) {workload.title}", "", f"load: {load}", ""]
+    if measured:
+        head = ["second", "clients"]
+        for row in measured:
+            head += [f"workers: {row['contender']}", f"p99 ms: {row['contender']}"]
+        lines += ["| " + " | ".join(head) + " |",
+                  "|" + "|".join(["---:"] * len(head)) + "|"]
+        for i, first in enumerate(measured[0]["per_second"]):
+            cells = [f"{first['t']:g}\u2013{first['t'] + 1:g}", str(first["clients"])]
+            for row in measured:
+                sample = row["per_second"][i] if i < len(row["per_second"]) else {}
+                cells += [_cell(sample.get("workers")), _cell(sample.get("p99_ms"))]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    for row in rows:
+        if "failed" in row:
+            lines.append(f"- {row['contender']}: failed: {row['failed']}")
+            continue
+        lines.append(f"- {row['contender']}: errors {_errors(row)}")
+        for p in row["phases"]:
+            lines.append(
+                f"  - {p['clients']} client{'s' * (p['clients'] > 1)}, "
+                f"{p['from']:g}\u2013{p['from'] + p['seconds']:g} s: "
+                f"{p['rps']:,.0f} req/s, p50 {p['p50_ms']:,.1f} ms, "
+                f"p99 {p['p99_ms']:,.1f} ms; workers {p['workers_start']} \u2192 "
+                f"{p['workers_end']} (at most {p['workers_max']})")
     return "\n".join(lines) + "\n"
 
 

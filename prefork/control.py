@@ -1,0 +1,227 @@
+"""The master's control socket, and the client that `prefork status` and
+`prefork ctl` use.
+
+The socket is a Unix stream socket (mode 0600) served by prefork's own
+framework -- a UnixStreamServer and a StreamRequestHandler -- driven from the
+master's loop, which it must never block: ControlChannel accepts without
+waiting, keeps each client until a whole line has come (peeked, not read),
+only then runs the handler on it, and answers with one non-blocking send.  A
+client that sends nothing is closed after CLIENT_DEADLINE; a line longer
+than MAX_LINE gets an error.  Only a client of the master's own uid, or
+root, is served (SO_PEERCRED).
+
+The protocol: one line in, one JSON object back, then the connection closes.
+
+    status             the master and each worker (Master.status())
+    workers N          set the number of workers (as TTIN/TTOU, at once)
+    reload             as HUP        stop    as TERM     stop --quick   as QUIT
+    reopen             as USR1
+
+Commands other than status are recorded in the master's command queue and
+run by its loop, exactly as the signals are.  Every answer has "ok": true or
+false (with "error").
+"""
+
+import json
+import logging
+import os
+import socket
+import struct
+from time import monotonic
+
+from .handlers import StreamRequestHandler
+from .listeners import remove_stale_unix_socket
+from .server import UnixStreamServer
+
+log = logging.getLogger("prefork")
+
+MAX_LINE = 4096         # bytes of a command line
+CLIENT_DEADLINE = 2.0   # seconds a client may take to send its line
+MAX_CLIENTS = 32        # waiting at once; more are turned away
+SIGNAL_COMMANDS = {"reload": "hup", "stop": "term", "stop --quick": "quit", "reopen": "usr1"}
+
+
+class ControlError(Exception):
+    """A command the master cannot run: the answer's "error"."""
+
+
+class ControlHandler(StreamRequestHandler):
+    """One command line in (already there: see ControlChannel), one JSON line out."""
+
+    def handle(self):
+        line = self.rfile.readline(MAX_LINE + 1)
+        try:
+            answer = {"ok": True, **self.run(line)}
+        except ControlError as error:
+            answer = {"ok": False, "error": str(error)}
+        data = json.dumps(answer).encode() + b"\n"
+        try:  # all of it now, or the client is not reading: drop it
+            self.request.send(data, socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+
+    def run(self, line):
+        if len(line) > MAX_LINE:
+            raise ControlError(f"command longer than {MAX_LINE} bytes")
+        try:
+            words = line.decode("ascii").split()
+        except UnicodeDecodeError:
+            raise ControlError("a command is a line of ASCII words") from None
+        command = " ".join(words)
+        master = self.server.master
+        if command == "status":
+            return master.status()
+        if command in SIGNAL_COMMANDS:
+            master.commands.record(SIGNAL_COMMANDS[command])
+            return {"queued": command}
+        if len(words) == 2 and words[0] == "workers":
+            return {"workers": self.set_workers(master, words[1])}
+        raise ControlError(f"unknown command {command[:80]!r}: status, workers N, reload, "
+                           "stop, stop --quick, reopen")
+
+    def set_workers(self, master, text):
+        limit = master.server.max_workers
+        if not text.isdigit() or not 1 <= int(text) <= limit:
+            raise ControlError(f"workers must be a number from 1 to max_workers ({limit}), "
+                               f"not {text[:20]!r}")
+        master.commands.record("workers", int(text))
+        return int(text)
+
+
+class ControlServer(UnixStreamServer):
+    """The control socket's server: made by ControlChannel, never serve_forever()."""
+
+    def __init__(self, path, master):
+        self.master = master
+        super().__init__(path, ControlHandler)
+
+    def server_bind(self):
+        """Bind with mode 0600: only the owner (and root) may connect."""
+        remove_stale_unix_socket(self.server_address, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            super().server_bind()
+        finally:
+            os.umask(old_umask)
+
+    def verify_request(self, request, client_address):
+        return peer_uid(request) in (0, os.geteuid())
+
+    def handle_error(self, request, client_address):
+        log.exception("Control socket: error answering a client")
+
+
+class ControlChannel:
+    """A ControlServer driven from the master's serve loop without ever blocking it."""
+
+    def __init__(self, path, master, loop):
+        self.server = ControlServer(path, master)
+        self.loop = loop
+        self.waiting = {}  # fd -> (socket, deadline)
+        loop.add_reader(self.server.fileno(), self.accept)
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.server.socket.accept()
+            except BlockingIOError:
+                return
+            except OSError as error:
+                log.warning("Control socket: accept failed: %s", error)
+                return
+            if not self.server.verify_request(conn, None):
+                self.refuse(conn, "permission denied: not the master's user")
+            elif len(self.waiting) >= MAX_CLIENTS:
+                self.refuse(conn, "too many clients")
+            else:
+                conn.setblocking(False)
+                self.waiting[conn.fileno()] = (conn, monotonic() + CLIENT_DEADLINE)
+                self.loop.add_reader(conn.fileno(), lambda fd=conn.fileno(): self.readable(fd))
+
+    def readable(self, fd):
+        """Run the handler once a whole line (or the end, or too much) is there."""
+        conn, _ = self.waiting[fd]
+        try:
+            data = conn.recv(MAX_LINE + 1, socket.MSG_PEEK)
+        except OSError:
+            data = b""
+        if data and b"\n" not in data and len(data) <= MAX_LINE:
+            return  # more to come
+        self.forget(fd)
+        if not data:
+            conn.close()  # went away without a command
+            return
+        conn.settimeout(CLIENT_DEADLINE)  # (the line is there: reading it cannot wait)
+        self.server.process_request(conn, "")
+
+    def sockets(self):
+        """Its open sockets: a forked worker closes its copies."""
+        return [self.server.socket] + [conn for conn, _ in self.waiting.values()]
+
+    def expire(self):
+        """Close the clients that did not send a line in time (each master turn)."""
+        now = monotonic()
+        for fd, (conn, deadline) in list(self.waiting.items()):
+            if now >= deadline:
+                self.forget(fd)
+                self.refuse(conn, f"no command within {CLIENT_DEADLINE}s")
+
+    def forget(self, fd):
+        self.waiting.pop(fd)
+        self.loop.remove_reader(fd)
+
+    def refuse(self, conn, why):
+        try:
+            conn.send(json.dumps({"ok": False, "error": why}).encode() + b"\n",
+                      socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        conn.close()
+
+    def close(self, remove_file=True):
+        """Close it all; remove the socket file unless another master has it now."""
+        for fd in list(self.waiting):
+            conn, _ = self.waiting[fd]
+            self.forget(fd)
+            conn.close()
+        self.loop.remove_reader(self.server.fileno())
+        path = self.server.server_address
+        self.server.server_close()
+        if remove_file:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def peer_uid(sock):
+    """The uid of the process at the other end of a Unix socket."""
+    credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", credentials)[1]
+
+
+# -- the client ---------------------------------------------------------------------
+
+class NotRunning(Exception):
+    """No master answers at the control socket."""
+
+
+def query(path, command, timeout=5.0):
+    """Send one command to the control socket at path; its answer (a dict)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            raise NotRunning(f"no prefork master at {path} ({error.strerror.lower()})") \
+                from None
+        sock.sendall(command.encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    if not data:
+        raise NotRunning(f"the prefork master at {path} closed the connection unanswered")
+    return json.loads(data)
