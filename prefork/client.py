@@ -47,13 +47,13 @@ def main(argv):
 
 def show_status(path, as_json, watch):
     if watch is None:
-        answer = control.query(path, "status")
+        answer = ask(path, "status")
         print(json.dumps(answer, indent=2) if as_json else status.render(answer))
         return 0
     sys.stdout.write("\x1b[H\x1b[2J")
     try:
         while True:
-            text = status.render(control.query(path, "status"))
+            text = status.render(ask(path, "status"))
             # Home, the new text over the old, then clear what is left: no flicker.
             sys.stdout.write("\x1b[H" + text.replace("\n", "\x1b[K\n") + "\x1b[K\x1b[J")
             sys.stdout.flush()
@@ -67,9 +67,13 @@ def run_command(path, words, quick):
     if words[0] not in CTL_COMMANDS:
         raise cli.UsageError(f"unknown command {words[0]!r}: {', '.join(CTL_COMMANDS)}")
     line = " ".join(words) + (" --quick" if quick else "")
+    print(json.dumps(ask(path, line)))
+    return 0
+
+
+def ask(path, line):
+    """The master's answer to line; NotRunning with its error if it refused."""
     answer = control.query(path, line)
     if not answer.get("ok"):
-        print(f"prefork: {answer.get('error')}", file=sys.stderr)
-        return 1
-    print(json.dumps(answer))
-    return 0
+        raise control.NotRunning(answer.get("error", "the master refused"))
+    return answer

@@ -29,7 +29,7 @@ from .listeners import (
     close_listener, format_address, matches, open_listener, parse_bind, remove_stale_unix_socket)
 from .master import WorkerBootError
 from .mixins import ForkingMixIn, ThreadingMixIn
-from .pidfile import Pidfile, PidfileError
+from .pidfile import Pidfile, PidfileError, pid_alive
 from .preforkmixin import PreforkMixIn
 from .server import TCPServer, UDPServer
 
@@ -64,6 +64,7 @@ class Command:
         self.server = None
         self.pidfile = None
         self.inherited = []       # listening sockets handed over (USR2), not yet used
+        self.handed_over = []     # the Unix socket files among those used
         self.upgrading_from = None  # the old master's pid, in a new master (USR2)
         self.activated = None     # under systemd's socket activation: its fd:// binds
 
@@ -121,6 +122,7 @@ class Command:
             raise
         if self.pidfile and stale:
             log.info("Replacing the stale pidfile %s (pid %d is gone)", self.pidfile.path, stale)
+        self.server.upgraded_from = self.upgrading_from
         try:
             self.server.serve_forever()
         except WorkerBootError:
@@ -129,7 +131,19 @@ class Command:
             self.server.server_close()
             if self.pidfile:
                 self.pidfile.remove(os.getpid())
+            self.remove_handed_over_files()
         return int(self.server.exit_status)
+
+    def remove_handed_over_files(self):
+        """The Unix socket files an old master handed over are this master's
+        to remove -- once the old one has gone (if it still serves, this
+        upgrade failed: they are its)."""
+        if self.upgrading_from and not pid_alive(self.upgrading_from):
+            for path in self.handed_over:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
 
     # -- listeners ------------------------------------------------------------
 
@@ -159,6 +173,8 @@ class Command:
             if matches(bind, sock):
                 self.inherited.remove(sock)
                 sock.opened_for = bind
+                if sock.family == socket.AF_UNIX:
+                    self.handed_over.append(sock.getsockname())
                 return sock
         return None
 
@@ -295,9 +311,6 @@ class CommandServer(PreforkMixIn):
     def when_ready(self):
         if self.command.pidfile:
             self.command.pidfile.write(os.getpid())
-        if self.command.upgrading_from:
-            log.info("Upgrade: serving beside the old master (pid %d); TERM it to finish",
-                     self.command.upgrading_from)
         self._hook("when_ready")
 
     def upgrade_files(self):

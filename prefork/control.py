@@ -129,6 +129,8 @@ class ControlChannel:
             except OSError as error:
                 log.warning("Control socket: accept failed: %s", error)
                 return
+            if len(self.waiting) >= MAX_CLIENTS:
+                self.serve_ready()  # (their lines may be there, their turn not yet come)
             if not self.server.verify_request(conn, None):
                 self.refuse(conn, "permission denied: not the master's user")
             elif len(self.waiting) >= MAX_CLIENTS:
@@ -143,6 +145,8 @@ class ControlChannel:
         conn, _ = self.waiting[fd]
         try:
             data = conn.recv(MAX_LINE + 1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return  # nothing yet
         except OSError:
             data = b""
         if data and b"\n" not in data and len(data) <= MAX_LINE:
@@ -153,6 +157,10 @@ class ControlChannel:
             return
         conn.settimeout(CLIENT_DEADLINE)  # (the line is there: reading it cannot wait)
         self.server.process_request(conn, "")
+
+    def serve_ready(self):
+        for fd in list(self.waiting):
+            self.readable(fd)
 
     def sockets(self):
         """Its open sockets: a forked worker closes its copies."""
@@ -215,6 +223,12 @@ def query(path, command, timeout=5.0):
         except (FileNotFoundError, ConnectionRefusedError) as error:
             raise NotRunning(f"no prefork master at {path} ({error.strerror.lower()})") \
                 from None
+        except PermissionError:
+            raise NotRunning(f"permission denied: {path} (run as the master's user, or "
+                             "root)") from None
+        except BlockingIOError:
+            raise NotRunning(f"the master at {path} is busy: its control socket's queue "
+                             "is full") from None
         sock.sendall(command.encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):

@@ -213,12 +213,11 @@ def _inherit(bind, backlog):
     return sock
 
 
-def inherit(fd, backlog, bound_here=False):
+def inherit(fd, backlog):
     """An AdoptedSocket for an inherited descriptor (fd://N, systemd, an old
-    master's): listening, non-blocking for streams.  bound_here: its Unix
-    socket file is ours to remove at the end (an old master handed it over)."""
+    master's): listening, non-blocking for streams.  Its Unix socket file is
+    not this process's to remove."""
     sock = AdoptedSocket(fileno=fd)
-    sock.bound_here = bound_here
     if sock.type == socket.SOCK_STREAM:
         if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
             sock.listen(backlog)

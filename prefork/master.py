@@ -195,6 +195,7 @@ class Master:
         logfiles.configure_default_logging()
         self.pid = os.getpid()
         self.started = monotonic()
+        self.tally.start(self.started)
         self.notifier = Notifier.from_environment()
         self.poll_interval = poll_interval
         # Two generations side by side during a reload, at the most workers.
@@ -209,7 +210,7 @@ class Master:
             log.info("Removed stale socket file %s", server._removed_stale_socket)
         self.warn_if_not_reloadable()
         if server.scaler:
-            log.info("Spare scaling: %s", server.scaler.describe())
+            log.info("%s", server.scaler.describe())
         if server.control_socket:
             self.control = ControlChannel(server.control_socket, self, server._serve_loop)
             log.info("Control socket: %s", server.control_socket)
@@ -292,6 +293,7 @@ class Master:
     # -- status: what the control socket's `status` answers ------------------------
 
     def status(self):
+        self.reap()  # (a worker that has just exited is not one any more)
         return master_status(self, monotonic())
 
     def state(self):
@@ -597,6 +599,9 @@ class Master:
         if not self.announced_ready:
             self.announced_ready = True
             self.notifier.mainpid(self.pid)
+            if self.server.upgraded_from:
+                log.info("Upgrade: serving beside the old master (pid %d); TERM it to "
+                         "finish", self.server.upgraded_from)
         self.notifier.ready(f"{self.server.workers} workers, generation {self.generation}")
 
     def may_spawn(self, wanted):

@@ -26,7 +26,7 @@ class Pidfile:
         pid = self.read()
         if pid is None or pid == os.getpid():
             return None
-        if _alive(pid):
+        if pid_alive(pid):
             raise PidfileError(f"pidfile {self.path}: prefork is already running "
                                f"(pid {pid}); stop it first, or remove the file if it "
                                "is not prefork")
@@ -57,7 +57,8 @@ class Pidfile:
                 pass
 
 
-def _alive(pid):
+def pid_alive(pid):
+    """Whether process pid exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except OSError as error:

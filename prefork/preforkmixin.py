@@ -51,6 +51,10 @@ class PreforkMixIn:
     server.stopping (see connections.py for connections kept open).
     """
 
+    # In a new master started by a binary upgrade (USR2): the old master's pid
+    # (the prefork command sets it; the master says when it serves beside it).
+    upgraded_from = None
+
     def __init__(self, *args, **kwargs):
         config.apply(self, kwargs)
         self._identity = privileges.identity(self.user, self.group)  # (ValueError if unknown)

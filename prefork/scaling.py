@@ -40,6 +40,7 @@ class SpareScaler:
         self.step = 1   # workers the next short interval adds (at least), doubling
 
     def decide(self, idle, total):
+        """idle: the wanted workers idle or booting; total: the wanted workers."""
         if total < self.min_workers:
             return min(self.min_workers, self.max_workers) - total
         if idle < self.spare_min:
@@ -53,6 +54,7 @@ class SpareScaler:
         return 0
 
     def describe(self):
-        return (f"spare scaling: {self.min_workers}-{self.max_workers} workers, "
+        """The policy in one line, for the master's log."""
+        return (f"Spare scaling: {self.min_workers}-{self.max_workers} workers, "
                 f"{self.spare_min}-{self.spare_max} idle, adding up to {self.max_step} "
                 f"per interval")

@@ -21,6 +21,10 @@ class RequestTally:
         self.exited = 0
         self.samples = collections.deque()  # (monotonic time, total)
 
+    def start(self, now):
+        """Count from now: the rate includes every request since the start."""
+        self.samples.append((now, 0))
+
     def worker_exited(self, requests):
         self.exited += requests
 

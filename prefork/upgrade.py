@@ -96,7 +96,7 @@ def inherited_listeners(backlog, environ=os.environ):
     sockets = []
     for fd in filter(None, fds.split(",")):
         os.set_inheritable(int(fd), False)
-        sockets.append(inherit(int(fd), backlog, bound_here=True))
+        sockets.append(inherit(int(fd), backlog))
     return sockets, int(old_pid) if old_pid else None
 
 

@@ -18,6 +18,7 @@ grows and shrinks its pool with it.
 import threading
 import time
 
+import psutil
 import pytest
 
 from prefork.scaling import SpareScaler
@@ -62,7 +63,7 @@ class WorkerCounts:
         while not self._stopping.is_set():
             try:
                 self.samples.append((time.monotonic(), len(live_children(self.pid))))
-            except Exception:  # noqa: BLE001 -- the master is gone: nothing more to count
+            except psutil.Error:  # the master is gone: nothing more to count
                 return
             self._stopping.wait(0.02)
 
@@ -191,7 +192,7 @@ def test_bad_settings_are_refused_naming_them(args, message):
 @pytest.mark.timeout(5)
 def test_describe_tells_the_policy():
     assert SpareScaler(2, 12, 2, 4).describe() == \
-        "spare scaling: 2-12 workers, 2-4 idle, adding up to 32 per interval"
+        "Spare scaling: 2-12 workers, 2-4 idle, adding up to 32 per interval"
 
 
 # -- 2. the real command ---------------------------------------------------------------

@@ -70,7 +70,7 @@ def plot_step(sections, path, title):
                     color="#d62728", label="p99 of the requests ending in each 250 ms")
         bottom.set_yscale("log")
         bottom.axhline(50, color="#bbbbbb", linestyle=":", label="the handler's 50 ms")
-        bottom.legend(fontsize=7, loc="upper right")
+        bottom.legend(fontsize=7, loc="center right")
         bottom.set_xlabel("seconds", fontsize=8)
         for ax in (top, bottom):
             ax.tick_params(labelsize=7)
