@@ -117,7 +117,12 @@ def evaluate(spec, module, expression):
                           "literals (strings, numbers...)") from None
     if not callable(obj):
         raise AppNotFound(f"application {spec!r}: {_name(obj)} is not callable")
-    return obj(*args, **kwargs)
+    try:
+        return obj(*args, **kwargs)
+    except TypeError as error:
+        if error.__traceback__.tb_next is not None:
+            raise  # raised inside the factory: the application's own error
+        raise AppNotFound(f"application {spec!r}: {error}") from None
 
 
 def kind_of(spec, obj):

@@ -22,7 +22,7 @@ import shlex
 import sys
 import traceback
 
-from . import __version__, apps, config, privileges
+from . import __version__, config, privileges
 from .logfiles import describe_error
 
 ENVIRONMENT_VARIABLE = "PREFORK_CMD_ARGS"
@@ -36,6 +36,9 @@ signals to the master:
   HUP         reload: read the configuration again, start a new generation of
               workers, retire the old one once the new one serves
   TTIN, TTOU  one worker more, one fewer          USR1  reopen the log files
+  USR2        binary upgrade: a new master on the same sockets; TERM the old one
+
+prefork status / prefork ctl: ask a running master (see prefork status --help).
 
 exit status: 0 stopped cleanly; 1 a startup error (or a worker had to be killed
 at stop); 3 the workers could not boot.  See the README's "The prefork command".
@@ -64,7 +67,7 @@ class Config:
             raise AttributeError(name) from None
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse, its errors raised as UsageError (one line, exit status 1),
     an unknown option named with the closest one."""
 
@@ -86,7 +89,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     """The command's options, one per setting, grouped as --help shows them."""
-    parser = _Parser(prog="prefork", usage="prefork [OPTIONS] MODULE:OBJECT\n"
+    parser = Parser(prog="prefork", usage="prefork [OPTIONS] MODULE:OBJECT\n"
                      "       prefork status [--json] [--watch] [OPTIONS]\n"
                      "       prefork ctl reload|stop [--quick]|workers N|reopen [OPTIONS]",
                      description="Run a socketserver request handler, server class or WSGI "
@@ -179,7 +182,8 @@ def _checked(values):
     try:
         privileges.identity(values["user"], values["group"])
         max_workers = config.check_workers(values["workers"], values["max_workers"])
-        config.spare_scaler(Config(dict(values, max_workers=max_workers), {}, None))
+        config.spare_scaler(values["workers"], values["min_workers"], max_workers,
+                            values["spare_min"], values["spare_max"])
     except ValueError as error:
         raise UsageError(str(error)) from None
     threads = values["threads"]

@@ -9,7 +9,6 @@ with (config.default_control_socket()).  A master that does not answer is
 one line on stderr and exit status 1.
 """
 
-import argparse
 import json
 import sys
 import time
@@ -22,7 +21,11 @@ CTL_COMMANDS = ("reload", "stop", "workers", "reopen")
 def main(argv):
     """Run `prefork status ...` or `prefork ctl ...`; return the exit status."""
     verb, rest = argv[0], argv[1:]
-    parser = argparse.ArgumentParser(prog=f"prefork {verb}", add_help=True)
+    parser = cli.Parser(prog=f"prefork {verb}")
+    where = parser.add_argument_group("which master (as it was started)")
+    for flags, metavar in ((("--control",), "PATH"), (("-p", "--pid"), "FILE"),
+                           (("-c", "--config"), "FILE"), (("-n", "--name"), "NAME")):
+        where.add_argument(*flags, metavar=metavar, dest=flags[-1][2:])
     if verb == "status":
         parser.add_argument("--json", action="store_true", help="the status as JSON")
         parser.add_argument("--watch", nargs="?", type=float, const=1.0, metavar="SECONDS",
@@ -31,7 +34,9 @@ def main(argv):
         parser.add_argument("words", nargs="+", metavar="COMMAND",
                             help="reload, stop [--quick], workers N, reopen")
         parser.add_argument("--quick", action="store_true", help="with stop: a quick stop")
-    own, settings = parser.parse_known_args(rest)
+    own = parser.parse_args(rest)
+    settings = [item for name in ("control", "pid", "config", "name")
+                if getattr(own, name) is not None for item in (f"--{name}", getattr(own, name))]
     path = cli.read_config(settings, need_app=False).control_socket
     if path is None:
         raise cli.UsageError("no control socket to ask: give --control PATH (or the "

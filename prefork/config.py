@@ -201,8 +201,8 @@ SETTINGS = {s.name: s for s in [
     _command("pidfile", None, str, "write the master's pid here once it is ready; removed "
              "at exit", "process", optional=True, flags=["-p", "--pid"], metavar="FILE"),
     _server("control_socket", None, str, "the master's control socket (prefork status, "
-            "prefork ctl); the command's default: PIDFILE.ctl beside --pid, else "
-            "prefork-NAME.ctl in $XDG_RUNTIME_DIR, else none", "process", optional=True,
+            "prefork ctl); the command's default: beside the pidfile (app.pid: app.ctl), "
+            "else prefork-NAME.ctl in $XDG_RUNTIME_DIR, else none", "process", optional=True,
             flags=["--control"], metavar="PATH", shown="none (command: see meaning)"),
     # -- logging --
     _command("log_level", "info", str, "the error log's level", "logging",
@@ -273,24 +273,23 @@ def apply(server, kwargs):
     if getattr(server, "max_threads", None) is not None and not isinstance(server, ThreadingMixIn):
         raise ValueError("max_threads needs a server with prefork's ThreadingMixIn")
     server.max_workers = check_workers(server.workers, server.max_workers)
-    server.scaler = spare_scaler(server)
+    server.scaler = spare_scaler(server.workers, server.min_workers, server.max_workers,
+                                 server.spare_min, server.spare_max)
 
 
-def spare_scaler(settings):
-    """The SpareScaler for settings' spare_min/spare_max (None if off);
-    ValueError if they do not fit together."""
-    if settings.spare_min is None and settings.spare_max is None:
-        if settings.min_workers is not None:
+def spare_scaler(workers, min_workers, max_workers, spare_min, spare_max):
+    """The SpareScaler for these settings (None if spare_min/spare_max are
+    off); ValueError if they do not fit together."""
+    if spare_min is None and spare_max is None:
+        if min_workers is not None:
             raise ValueError("min_workers needs spare scaling: spare_min and spare_max")
         return None
-    if settings.spare_min is None or settings.spare_max is None:
+    if spare_min is None or spare_max is None:
         raise ValueError("spare_min and spare_max go together")
-    min_workers = settings.min_workers or settings.workers
-    if not min_workers <= settings.workers:
-        raise ValueError(f"min_workers ({min_workers}) must not exceed workers "
-                         f"({settings.workers})")
-    return SpareScaler(min_workers, settings.max_workers, settings.spare_min,
-                       settings.spare_max)
+    min_workers = min_workers or workers
+    if not min_workers <= workers:
+        raise ValueError(f"min_workers ({min_workers}) must not exceed workers ({workers})")
+    return SpareScaler(min_workers, max_workers, spare_min, spare_max)
 
 
 def check_workers(workers, max_workers):

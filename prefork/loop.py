@@ -124,10 +124,10 @@ class ServeLoop:
                                 self._take(server, listeners[fd], 1, accepting)
                     break
                 for fd in ready:
-                    if fd in listeners:
+                    if fd in self._readers:  # (first: a listener closed since may
+                        self._readers[fd]()  # have left its number to a reader)
+                    elif fd in listeners:
                         self._take(server, listeners[fd], batch, accepting)
-                    elif fd in self._readers:
-                        self._readers[fd]()
                     else:
                         waker.drain()
                 server.service_actions()

@@ -19,11 +19,13 @@ Signals to the master:
   INT, QUIT   quick stop -- also during a graceful stop, which they cut short
   HUP         reload: a new generation of workers; the old one is retired once
               the new one serves (its handler module re-imported unless preload_app)
-  TTIN, TTOU  one worker more (up to max_workers), one fewer (down to 1)
+  TTIN, TTOU  one worker more (up to max_workers), one fewer (down to 1; spare
+              scaling, if on, resizes the pool again within a second)
   USR1        reopen log files, in the master and every worker
   USR2        binary upgrade: a new master on the same sockets (upgrade.py)
   CHLD        a worker exited: reaped on the next turn
-During a stop, HUP, TTIN, TTOU and a second TERM are logged and ignored.
+During a stop, HUP, TTIN, TTOU, USR2, `workers N` and a second TERM are
+logged and ignored.
 
 After server_close(), exit_status says how the stop went (ExitStatus).
 
@@ -306,9 +308,9 @@ class Master:
             log.info("Stopping (%s): %s ignored", self.stop_mode.value, name)
         return self.stop_mode is not None
 
-    def set_workers(self, count):
+    def set_workers(self, count, why=None):
         old, self.server.workers = self.server.workers, count
-        log.info("Number of workers: %d -> %d", old, count)
+        log.info("Number of workers: %d -> %d%s", old, count, f" ({why})" if why else "")
         self.server.nworkers_changed(count, old)
         self.keep_pool()
 
@@ -553,15 +555,14 @@ class Master:
         scaler = self.server.scaler
         change = scaler.decide(len(idle), len(wanted))
         if change > 0:
-            log.info("Scaling up: %d idle < spare_min %d: +%d workers (%d -> %d)",
-                     len(idle), scaler.spare_min, change, len(wanted), len(wanted) + change)
-            self.set_workers(len(wanted) + change)
+            self.set_workers(len(wanted) + change,
+                             f"scaling up: {len(idle)} idle < spare_min {scaler.spare_min}")
         elif change < 0 and idle:
             record = idle[-1]  # the youngest idle one: the oldest have warm caches
-            log.info("Scaling down: %d idle > spare_max %d: retiring worker %d",
-                     len(idle), scaler.spare_max, record.info.number)
-            self.retire(record, Retire.FEWER, at_once=True)
-            self.set_workers(len(wanted) - 1)
+            record.retire = Retire.FEWER
+            self.ask_to_stop(record)
+            self.set_workers(len(wanted) - 1, f"scaling down: {len(idle)} idle > spare_max "
+                             f"{scaler.spare_max}, worker {record.info.number} retired")
 
     # -- the pool -----------------------------------------------------------------
 

@@ -7,7 +7,6 @@ server class defines::
 """
 
 import os
-import threading
 from time import monotonic
 
 from .server import TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer

@@ -120,7 +120,7 @@ def render(status):
     master = status["master"]
     lines = [
         f"prefork master {master['pid']}: {master['state']}, up {_duration(master['uptime'])}, "
-        f"generation {master['generation']}, {master['workers']} workers wanted",
+        f"generation {master['generation']}, workers wanted: {master['workers']}",
         f"listening: {', '.join(master['listeners'])}",
         f"requests: {master['requests']} served, {master['requests_per_second']:.1f}/s "
         f"over the last minute",

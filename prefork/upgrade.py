@@ -24,6 +24,9 @@ log = logging.getLogger("prefork")
 
 FDS_VARIABLE = "PREFORK_UPGRADE_FDS"
 FROM_VARIABLE = "PREFORK_UPGRADE_FROM"
+# Set by a master serving on systemd's sockets: its successor serves on
+# exactly those too, whatever its binds say (they were never its own).
+ACTIVATED_VARIABLE = "PREFORK_SOCKETS_FROM_SYSTEMD"
 OLD_SUFFIX = ".oldbin"
 
 
@@ -86,6 +89,14 @@ def _fork_exec(listeners):
         finally:
             os._exit(127)
     return pid
+
+
+def activated_fds(environ=os.environ):
+    """In a new master whose predecessor served on systemd's sockets: those
+    descriptors (taken out of the hand-over); else []."""
+    if not environ.get(ACTIVATED_VARIABLE) or FDS_VARIABLE not in environ:
+        return []
+    return [int(fd) for fd in filter(None, environ.pop(FDS_VARIABLE).split(","))]
 
 
 def inherited_listeners(backlog, environ=os.environ):

@@ -4,18 +4,25 @@ from here (never from one another).
 
 - waiting: wait_for, Background, serving
 - in-process framework servers: the server class lists, echo and command handlers, Lab
-- socket clients: recv_all, recv_line, recv_reply, exchange, hold, release,
-  request, echo, Reply, parse_reply, datagram_client, Load, Requests, assert_replies
-- processes: Process, start_app, start_booted, children, live_children,
-  assert_no_zombies, wait_replaced, process_tree, gone, assert_tree_gone,
-  port_is_free, started_requests
+- socket clients: family_of, recv_all, recv_line, recv_reply, exchange, hold,
+  release, request, echo, Reply, parse_reply, datagram_client, Load (also on
+  several addresses, with any client function, replies by phase), Requests,
+  assert_replies
+- processes: Process, start_app, wait_booted, start_booted, wait_log,
+  closed_seconds, stop_server, children, live_children, assert_no_zombies,
+  wait_replaced, process_tree, gone, assert_tree_gone, port_is_free,
+  started_requests, set_version
 - the prefork command: PREFORK, BOOTED, run_prefork, assert_one_line_error,
   printed_config, spawn_prefork, start_prefork, terminate, listening_addresses,
   logged_addresses, parse_logged_address, booted_workers, wait_generation,
   wait_reloaded, free_port, taken_port, connect, can_connect, facts, ask_on,
-  ask, http_get, write_config, file_lines, wait_lines, copy_app
+  ask, connection_holder, http_get, write_config, file_lines, wait_lines,
+  copy_app, SLOW_APP, write_slow_app
+- operating a running master: status_json (the control socket, through
+  `prefork status`); sd_notify as systemd receives it: notification_socket,
+  notify_receiver, recv_notification
 
-Long (~950 lines) on purpose: every helper the tests share lives here, so
+Long (~1100 lines) on purpose: every helper the tests share lives here, so
 that no test module imports from another and none repeats a helper.
 """
 
@@ -24,6 +31,7 @@ import collections
 import contextlib
 import http.client
 import itertools
+import json
 import os
 import re
 import shutil
@@ -350,38 +358,55 @@ def datagram_client(address, unix_dir):
 
 
 class Load:
-    """Client threads, each sending sequential echo() requests (a new connection
-    each) from construction until stop() -- at most `limit` requests in all,
-    `pace` seconds apart per thread.  Counts: sent; replies (Reply, in arrival
-    order); failures ((words, error), any exception counts).  A context manager
-    whose exit stops it."""
+    """Client threads, `threads` on each address (`address`: one, or a list),
+    each sending sequential requests -- a new connection each, distinct words
+    each -- from construction until stop(): at most `limit` requests in all,
+    `pace` seconds apart per thread.  A request is client(address, words):
+    by default echo() (tests/apps/commands.py; it returns a Reply); any
+    function of the same signature (e.g. one built on ask(), for
+    command_apps.Echo).  Counts: sent; replies (what client returned, in
+    arrival order); failures ((words, error), any exception counts).
+    A test may set load.phase (None at first): each reply is noted with the
+    phase in force when its request was sent, for replies_to().  A context
+    manager whose exit stops it."""
 
-    def __init__(self, address, threads=2, limit=100_000, pace=0.0):
-        self.address = address
+    def __init__(self, address, threads=2, limit=100_000, pace=0.0, client=echo):
+        self.addresses = address if isinstance(address, list) else [address]
         self.limit = limit
         self.pace = pace
+        self.client = client
+        self.phase = None
         self.sent = 0
         self.replies = []
         self.failures = []
+        self._phased = []  # (phase when sent, reply)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True)
-                         for n in range(threads)]
+        targets = [a for a in self.addresses for _ in range(threads)]
+        self._threads = [threading.Thread(target=self._run, args=(n, a), daemon=True)
+                         for n, a in enumerate(targets)]
         for thread in self._threads:
             thread.start()
 
     @property
     def generations(self):
-        """The worker generations that answered."""
+        """The worker generations that answered (the replies must be Replies)."""
         return {reply.generation for reply in self.replies}
 
     def answered(self):
         return len(self.replies)
 
-    def wait_for_replies(self, count, message="replies"):
-        """Wait until `count` more requests than now have been answered."""
-        target = len(self.replies) + count
-        wait_for(lambda: len(self.replies) >= target, message=message)
+    def replies_to(self, phase):
+        """The replies to the requests sent while load.phase was `phase`."""
+        return [reply for sent_in, reply in list(self._phased) if sent_in == phase]
+
+    def wait_for_replies(self, count, message="replies", phase=None):
+        """Wait until `count` more requests than now have been answered (with
+        phase: `count` more of those sent in that phase)."""
+        def answered():
+            return len(self.replies) if phase is None else len(self.replies_to(phase))
+        target = answered() + count
+        wait_for(lambda: answered() >= target, message=message)
 
     def stop(self):
         """Stop the threads; fail if one does not end within 2 * CLIENT_TIMEOUT."""
@@ -396,17 +421,21 @@ class Load:
     def __exit__(self, *exc):
         self.stop()
 
-    def _run(self, n):
+    def _run(self, n, address):
         for i in itertools.count():
             with self._lock:
                 if self._stopping.is_set() or self.sent >= self.limit:
                     return
                 self.sent += 1
             words = f"client{n} request{i}"
+            phase = self.phase
             try:
-                self.replies.append(echo(self.address, words))
+                reply = self.client(address, words)
             except Exception as error:  # noqa: BLE001 -- every failure counts
                 self.failures.append((words, error))
+            else:
+                self._phased.append((phase, reply))
+                self.replies.append(reply)
             if self.pace:
                 # Pacing, not waiting for a state: keeps the load bounded; stop() ends it.
                 self._stopping.wait(self.pace)
@@ -574,10 +603,11 @@ def start_app(spawn, *args, env=None):
     return process, (host, int(port))
 
 
-def wait_booted(process, count):
-    """Read the log until `count` workers have logged that they booted (some may
-    have done so before the master printed READY)."""
-    booted = [line for line in process.lines if "Booted worker" in line]
+def wait_booted(process, count, since=0):
+    """Read the log until `count` workers have logged that they booted after
+    process.lines[since] (some may have done so before the master printed
+    READY, or before this call: every line from `since` on counts)."""
+    booted = [line for line in process.lines[since:] if "Booted worker" in line]
 
     def is_boot_line(line):
         if "Booted worker" in line:
@@ -721,10 +751,17 @@ def run_prefork(*args, cwd=APPS, env=None, timeout=30, command=None):
 
 
 def assert_one_line_error(result, message):
-    """A run_prefork() result in which the command refused with exactly
-    `prefork: message`: that one line on stderr (no traceback), nothing on
-    stdout, exit status 1."""
-    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"prefork: {message}\n"), \
+    """A run_prefork() result in which the command refused with one line
+    `prefork: MESSAGE` on stderr (no traceback), nothing on stdout, exit
+    status 1.  message: MESSAGE exactly, or a compiled pattern (re.compile)
+    that MESSAGE -- one line -- matches whole (re.fullmatch)."""
+    if isinstance(message, re.Pattern):
+        text = result.stderr.removeprefix("prefork: ").removesuffix("\n")
+        refused = (result.stderr == f"prefork: {text}\n" and "\n" not in text
+                   and message.fullmatch(text) is not None)
+    else:
+        refused = result.stderr == f"prefork: {message}\n"
+    assert (result.returncode, result.stdout, refused) == (1, "", True), \
         f"exit status {result.returncode}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
 
 
@@ -912,6 +949,19 @@ def ask(address, line="hi"):
         return ask_on(sock, line)
 
 
+def connection_holder(sock, pids):
+    """The pid, among pids, of the process that holds the server side of
+    sock's TCP connection (the worker that accepted it), read from psutil;
+    None while none of them does.  A pid that has gone holds nothing."""
+    ours = sock.getsockname()
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            for conn in psutil.Process(pid).net_connections("tcp"):
+                if conn.raddr and tuple(conn.raddr) == ours:
+                    return pid
+    return None
+
+
 def http_get(address, path="/"):
     """(status, body text) of a GET of path on a new connection to a
     (host, port) address."""
@@ -956,3 +1006,89 @@ def copy_app(directory, name="command_apps.py"):
     path = os.path.join(directory, name)
     shutil.copy(os.path.join(APPS, name), path)
     return path
+
+
+# A slow stream handler application, written by write_slow_app() where a test
+# runs the command: one line command per connection, each answered "ok" --
+#   sleep S  sleep S seconds first;
+#   hold     answer "holding" at once, then keep the worker busy until the
+#            client sends another line (then "ok") or closes (no answer).
+SLOW_APP = '''\
+import socketserver
+import time
+
+
+class Slow(socketserver.StreamRequestHandler):
+    def handle(self):
+        command, _, arg = self.rfile.readline().decode().strip().partition(" ")
+        if command == "sleep":
+            time.sleep(float(arg))
+        elif command == "hold":
+            self.wfile.write(b"holding\\n")
+            if not self.rfile.readline():
+                return  # the client left: nobody to answer
+        self.wfile.write(b"ok\\n")
+'''
+
+
+def write_slow_app(directory):
+    """Write SLOW_APP as DIRECTORY/slow_app.py (replacing what was there) and
+    return the application to name to the command run with cwd=directory:
+    "slow_app:Slow"."""
+    write_config(os.path.join(directory, "slow_app.py"), SLOW_APP)
+    return "slow_app:Slow"
+
+
+# -- operating a running master -------------------------------------------------------
+# Its control socket (prefork/control.py) through the `prefork status` client,
+# and the sd_notify datagrams it sends to systemd (prefork/systemd.py).
+
+def status_json(*args, env=None):
+    """Run `prefork status --json ARGS` to its end (ARGS say which master:
+    --control PATH, --pid FILE or --name NAME; env as run_prefork's): the
+    master's answer, a dict; AssertionError unless the client exited 0 with
+    nothing on stderr."""
+    result = run_prefork("status", "--json", *args, env=env)
+    assert (result.returncode, result.stderr) == (0, ""), result
+    return json.loads(result.stdout)
+
+
+def notification_socket(address):
+    """A Unix datagram socket bound to address (a path, or "\\0name" for an
+    abstract one) as systemd's notification socket is: SO_PASSCRED on, so
+    that recv_notification() learns each sender's pid.  recv() times out after
+    CLIENT_TIMEOUT.  The caller closes it (it is a context manager)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(address)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # (bound first: no autobind)
+    except BaseException:
+        sock.close()
+        raise
+    sock.settimeout(CLIENT_TIMEOUT)
+    return sock
+
+
+@contextlib.contextmanager
+def notify_receiver(directory):
+    """(socket, env) for a command that runs as a Type=notify service: a
+    notification_socket() bound at DIRECTORY/notify (a short directory:
+    unix_dir), and the environment that points the command at it
+    (NOTIFY_SOCKET) and keeps its default control socket in directory
+    (XDG_RUNTIME_DIR).  The socket is closed when the block ends."""
+    path = os.path.join(directory, "notify")
+    with notification_socket(path) as sock:
+        yield sock, {"NOTIFY_SOCKET": path, "XDG_RUNTIME_DIR": str(directory)}
+
+
+def recv_notification(sock):
+    """The next sd_notify datagram "K=V\\nK=V..." on a notification_socket(),
+    as systemd reads it: (its sender's pid, {K: V}).  It waits as long as the
+    socket's timeout says: socket.timeout after it (BlockingIOError at once
+    from a non-blocking socket with nothing queued)."""
+    data, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))  # struct ucred
+    pid = None
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid = int.from_bytes(payload[:4], sys.byteorder)
+    return pid, dict(line.split("=", 1) for line in data.decode().split("\n"))

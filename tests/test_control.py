@@ -19,6 +19,7 @@ the test is about the default path; the tests talk to the socket itself
    masters on one path, a stale socket file.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -30,9 +31,9 @@ import time
 import pytest
 
 from support import (
-    PREFORK, PYTHON, ask, connect, file_lines, live_children, logged_addresses, recv_all,
-    recv_line, run_prefork, spawn_prefork, start_prefork, terminate, wait_for, wait_lines,
-    wait_log, wait_reloaded)
+    PREFORK, PYTHON, ask, assert_one_line_error, connect, file_lines, live_children,
+    logged_addresses, recv_all, recv_line, run_prefork, spawn_prefork, start_prefork,
+    status_json, terminate, wait_for, wait_lines, wait_log, wait_reloaded)
 
 APP = "command_apps:Echo"
 MAX_WORKERS = 16  # the default max_workers for 2 workers: max(16, 4 x workers)
@@ -41,7 +42,7 @@ WORKER_FIELDS = {"number", "pid", "generation", "state", "requests", "request_ag
                  "cpu_percent", "age"}
 
 
-# -- helpers (to move to support.py) -----------------------------------------------
+# -- helpers ---------------------------------------------------------------------------
 
 def read_answer(sock):
     """One JSON line from a control socket connection, as a dict."""
@@ -69,6 +70,19 @@ def connect_queued(path):
         except BlockingIOError:
             return None
     return wait_for(attempt, timeout=2, interval=0.002, message=f"a connection to {path}")
+
+
+@contextlib.contextmanager
+def queued_clients(path, count, line=None):
+    """`count` connections to the control socket at path (connect_queued()),
+    opened one after another, each sending `line` (bytes) at once if given;
+    none reads.  All are closed when the block ends."""
+    with contextlib.ExitStack() as clients:
+        for _ in range(count):
+            client = clients.enter_context(connect_queued(path))
+            if line is not None:
+                client.sendall(line)
+        yield
 
 
 def start_controlled(spawn, unix_dir, *args, workers=2):
@@ -104,9 +118,7 @@ def status_table(result):
 
 def assert_not_running(result, path):
     """`prefork status|ctl` with no master at path: one line, exit status 1."""
-    assert (result.returncode, result.stdout) == (1, ""), result
-    assert re.fullmatch(rf"prefork: no prefork master at {re.escape(path)} \(.+\)\n",
-                        result.stderr), result.stderr
+    assert_one_line_error(result, re.compile(rf"no prefork master at {re.escape(path)} \(.+\)"))
 
 
 # -- 1. every command over the raw socket ------------------------------------------
@@ -318,32 +330,18 @@ def test_a_one_megabyte_line_is_too_long(spawn, unix_dir):
 @pytest.mark.timeout(20)
 def test_clients_that_never_read_their_answer_do_not_harm_the_master(spawn, unix_dir):
     process, address, path = start_controlled(spawn, unix_dir)
-    clients = []
-    try:
-        for _ in range(50):
-            client = connect_queued(path)
-            clients.append(client)
-            client.sendall(b"status\n")  # and never read
+    with queued_clients(path, 50, b"status\n"):  # and never read
         assert_unharmed(process, path, address)
-    finally:
-        for client in clients:
-            client.close()
     assert_unharmed(process, path, address)
 
 
 @pytest.mark.timeout(20)
 def test_more_than_32_waiting_clients_are_turned_away(spawn, unix_dir):
     process, address, path = start_controlled(spawn, unix_dir)
-    waiting = []
-    try:
-        for _ in range(32):
-            waiting.append(connect_queued(path))  # silent: each waits for its line
+    with queued_clients(path, 32):  # silent: each waits for its line
         for _ in range(3):
             with connect_queued(path) as extra:
                 assert read_answer(extra) == {"ok": False, "error": "too many clients"}
-    finally:
-        for client in waiting:
-            client.close()
     # Their seats free up as they leave: a new client is served again at once.
     wait_for(lambda: control(path, "status", timeout=1.0)["ok"], timeout=1,
              message="a status answered once the waiting clients left")
@@ -397,8 +395,7 @@ def test_status_command_refused_by_the_master_is_one_line(spawn, unix_dir):
     os.chmod(unix_dir, 0o755)
     os.chmod(path, 0o666)
     result = run_prefork("status", "--control", path, command=[*AS_NOBODY, *PREFORK])
-    assert (result.returncode, result.stdout) == (1, ""), result
-    assert re.fullmatch(r"prefork: permission denied: .+\n", result.stderr), result.stderr
+    assert_one_line_error(result, re.compile(r"permission denied: .+"))
 
 
 # -- 3. prefork status, prefork ctl -----------------------------------------------
@@ -412,7 +409,7 @@ def test_status_command_prints_a_table(spawn, unix_dir):
              message="5 requests counted")
     header, rows = status_table(run_prefork("status", "--control", path))
     assert re.fullmatch(rf"prefork master {process.pid}: serving, up \d+s, generation 1, "
-                        r"2 workers wanted", header[0]), header
+                        r"workers wanted: 2", header[0]), header
     assert header[1] == f"listening: 127.0.0.1:{address[1]}"
     assert re.fullmatch(r"requests: 5 served, \d+\.\d/s over the last minute", header[2]), header
     assert set(rows) == live_children(process.pid)
@@ -424,9 +421,7 @@ def test_status_command_prints_a_table(spawn, unix_dir):
 @pytest.mark.timeout(20)
 def test_status_json_has_the_same_facts(spawn, unix_dir):
     process, address, path = start_controlled(spawn, unix_dir)
-    result = run_prefork("status", "--json", "--control", path)
-    assert result.returncode == 0 and result.stderr == "", result
-    answer = json.loads(result.stdout)
+    answer = status_json("--control", path)
     assert answer["ok"] is True
     assert (answer["master"]["pid"], answer["master"]["generation"]) == (process.pid, 1)
     assert answer["master"]["listeners"] == [f"127.0.0.1:{address[1]}"]
@@ -471,14 +466,10 @@ def test_ctl_commands_answer_json_or_one_line(spawn, unix_dir):
     assert json.loads(result.stdout) == {"ok": True, "workers": 3}
     wait_log(process, "Booted worker 3 ")
 
-    result = run_prefork("ctl", "bogus", "--control", path)
-    assert (result.returncode, result.stdout) == (1, ""), result
-    assert re.fullmatch(r"prefork: [^\n]*bogus[^\n]*\n", result.stderr), result.stderr
-
-    result = run_prefork("ctl", "workers", "999", "--control", path)
-    assert (result.returncode, result.stdout) == (1, ""), result
-    assert re.fullmatch(rf"prefork: [^\n]*max_workers \({MAX_WORKERS}\)[^\n]*\n",
-                        result.stderr), result.stderr
+    assert_one_line_error(run_prefork("ctl", "bogus", "--control", path),
+                          re.compile(r".*bogus.*"))
+    assert_one_line_error(run_prefork("ctl", "workers", "999", "--control", path),
+                          re.compile(rf".*max_workers \({MAX_WORKERS}\).*"))
     assert_unharmed(process, path, address, workers=3)
 
 
@@ -507,9 +498,7 @@ def test_default_control_socket_in_xdg_runtime_dir(spawn, tmp_path):
     process, _ = start_prefork(spawn, "--name", "myapp", APP, env=env)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert control(path, "status")["master"]["pid"] == process.pid
-    result = run_prefork("status", "--json", "--name", "myapp", env=env)
-    assert result.returncode == 0, result
-    assert json.loads(result.stdout)["master"]["pid"] == process.pid
+    assert status_json("--name", "myapp", env=env)["master"]["pid"] == process.pid
     terminate(process)
     assert not os.path.exists(path)
 
@@ -518,11 +507,10 @@ def test_default_control_socket_in_xdg_runtime_dir(spawn, tmp_path):
 def test_a_second_master_on_the_same_control_path_refuses_to_start(spawn, unix_dir):
     process, address, path = start_controlled(spawn, unix_dir)
     result = run_prefork("-b", "127.0.0.1:0", "--control", path, APP)
-    assert (result.returncode, result.stdout) == (1, ""), result
     # (with --control given, suggesting --name NAME is optional: the name would not move it)
-    assert re.fullmatch(rf"prefork: control socket {re.escape(path)}: another prefork master "
-                        r"answers there; give this one --control PATH( or --name NAME)?\n",
-                        result.stderr), result.stderr
+    assert_one_line_error(result, re.compile(
+        rf"control socket {re.escape(path)}: another prefork master answers there; "
+        r"give this one --control PATH( or --name NAME)?"))
     assert_unharmed(process, path, address)
 
 

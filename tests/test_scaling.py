@@ -12,9 +12,10 @@ grows and shrinks its pool with it.
    busy connections make the master's children grow to busy + spare_min,
    never above max_workers; released, the pool shrinks one worker per
    interval until spare_max are idle, never below min_workers; each change
-   is logged ("Scaling up: ...", "Scaling down: ...").
+   is logged ("Number of workers: N -> M (scaling up: ...)", "... (scaling down: ...)").
 """
 
+import re
 import threading
 import time
 
@@ -23,29 +24,10 @@ import pytest
 
 from prefork.scaling import SpareScaler
 from support import (
-    connect, live_children, recv_line, run_prefork, start_prefork, terminate, wait_for,
-    wait_log, write_config)
+    assert_one_line_error, connect, live_children, recv_line, run_prefork, start_prefork,
+    terminate, wait_for, wait_log, write_slow_app)
 
-# -- helpers (to move to support.py) --------------------------------------------------
-
-# A slow stream handler: "sleep S" sleeps S seconds, "hold" keeps its worker
-# busy until the client sends another line or closes; both then answer "ok".
-SLOW_APP = '''\
-import socketserver
-import time
-
-
-class Slow(socketserver.StreamRequestHandler):
-    def handle(self):
-        command, _, arg = self.rfile.readline().decode().strip().partition(" ")
-        if command == "sleep":
-            time.sleep(float(arg))
-        elif command == "hold":
-            self.wfile.write(b"holding\\n")
-            if not self.rfile.readline():
-                return  # the client left: nobody to answer
-        self.wfile.write(b"ok\\n")
-'''
+# -- helpers ----------------------------------------------------------------------------
 
 
 class WorkerCounts:
@@ -202,12 +184,12 @@ SCALING = ("--min-workers", "2", "--max-workers", "12", "--spare-min", "2", "--s
 
 
 def start_scaling(spawn, tmp_path, *args, workers=2):
-    """The command with SLOW_APP (written in tmp_path, run from there) and
-    `args`; (process, address) once its workers have booted.  Its default
+    """The command with support.SLOW_APP (written in tmp_path, run from there)
+    and `args`; (process, address) once its workers have booted.  Its default
     control socket goes to tmp_path too ($XDG_RUNTIME_DIR), out of the way
     of any other master."""
-    write_config(tmp_path / "slow_app.py", SLOW_APP)
-    process, addresses = start_prefork(spawn, *args, "slow_app:Slow", workers=workers,
+    app = write_slow_app(tmp_path)
+    process, addresses = start_prefork(spawn, *args, app, workers=workers,
                                        cwd=str(tmp_path),
                                        env={"XDG_RUNTIME_DIR": str(tmp_path)})
     return process, addresses[0]
@@ -257,7 +239,7 @@ def test_busy_workers_make_the_pool_grow_to_busy_plus_spare_min(spawn, tmp_path)
     assert max(count for _, count in counts.samples) <= 12, counts.samples
     assert all(10 <= n <= 12 for n in counts.since(settled)), counts.since(settled)
     release(clients)
-    ups = [line for line in terminate(process).splitlines() if "Scaling up" in line]
+    ups = [line for line in terminate(process).splitlines() if "(scaling up:" in line]
     # Doubling: 8 workers more in at most 4 steps (one at a time would take 8).
     assert 1 <= len(ups) <= 4, ups
 
@@ -278,7 +260,7 @@ def test_released_workers_retire_one_per_interval_down_to_spare_max_idle(spawn, 
     times = [at for at, _ in steps]
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert len(steps) == grown - 4 and min(gaps) > 0.5, gaps   # about one per second
-    downs = [line for line in terminate(process).splitlines() if "Scaling down" in line]
+    downs = [line for line in terminate(process).splitlines() if "(scaling down:" in line]
     assert len(downs) == grown - 4, downs                      # a log line for each
 
 
@@ -300,7 +282,7 @@ def test_idle_workers_retire_no_further_than_min_workers(spawn, tmp_path):
     process, _ = start_scaling(spawn, tmp_path, "--min-workers", "3", "--max-workers", "8",
                                "--spare-min", "1", "--spare-max", "1", "-k", "sync", workers=4)
     counts = WorkerCounts(process.pid)
-    wait_log(process, "Scaling down")          # 4 idle > spare_max 1: one retires
+    wait_log(process, "(scaling down:")          # 4 idle > spare_max 1: one retires
     counts.wait(lambda n: n == 3, timeout=5, message="3 workers")
     floor = time.monotonic()
     observe(2.5)                 # 3 idle > spare_max still, but 3 is min_workers
@@ -310,25 +292,23 @@ def test_idle_workers_retire_no_further_than_min_workers(spawn, tmp_path):
 
 @pytest.mark.timeout(20)
 def test_the_command_refuses_spare_min_above_spare_max(tmp_path):
-    write_config(tmp_path / "slow_app.py", SLOW_APP)
+    app = write_slow_app(tmp_path)
     result = run_prefork("-b", "127.0.0.1:0", "--spare-min", "5", "--spare-max", "3",
-                         "slow_app:Slow", cwd=str(tmp_path))
-    assert result.returncode == 1 and result.stdout == "", result
-    assert result.stderr.startswith("prefork: ") and result.stderr.count("\n") == 1, result
-    assert "spare_min (5) must not exceed spare_max (3)" in result.stderr
+                         app, cwd=str(tmp_path))
+    assert_one_line_error(
+        result, re.compile(r".*spare_min \(5\) must not exceed spare_max \(3\).*"))
 
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("given", [("--spare-min", "2"), ("--spare-max", "4")])
 def test_the_command_refuses_one_spare_without_the_other(tmp_path, given):
-    write_config(tmp_path / "slow_app.py", SLOW_APP)
-    result = run_prefork("-b", "127.0.0.1:0", *given, "slow_app:Slow", cwd=str(tmp_path))
-    assert result.returncode == 1 and result.stdout == "", result
-    assert result.stderr.startswith("prefork: ") and result.stderr.count("\n") == 1, result
-    assert "spare_min" in result.stderr and "spare_max" in result.stderr, result.stderr
+    app = write_slow_app(tmp_path)
+    result = run_prefork("-b", "127.0.0.1:0", *given, app, cwd=str(tmp_path))
+    # (the wording is open: the line names both settings)
+    assert_one_line_error(result, re.compile(r"(?=.*spare_min)(?=.*spare_max).*"))
 
 
-# SLOW_APP itself serves (the integration tests above rely on it): without
+# support.SLOW_APP itself serves (the integration tests above rely on it): without
 # scaling flags, so that it runs before the wiring exists too.
 @pytest.mark.timeout(30)
 def test_the_slow_app_sleeps_and_holds(spawn, tmp_path):

@@ -27,10 +27,11 @@ import pytest
 
 from prefork.systemd import Notifier, listen_fds
 from support import (
-    APPS, CLIENT_TIMEOUT, PREFORK, PYTHON, ask, datagram_client, facts, free_port,
-    spawn_prefork, terminate, wait_booted, wait_for, wait_log)
+    APPS, PREFORK, PYTHON, ask, datagram_client, facts, free_port, notification_socket,
+    notify_receiver, recv_notification, spawn_prefork, terminate, wait_booted, wait_for,
+    wait_log)
 
-# -- helpers (to move to support.py) ---------------------------------------------------
+# -- helpers -----------------------------------------------------------------------------
 
 SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
 needs_socket_activate = pytest.mark.skipif(
@@ -43,20 +44,6 @@ def monotonic_usec():
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
 
 
-def datagram_socket(address):
-    """A Unix datagram socket bound to address (a path, or "\\0name"), as
-    systemd's notification socket is; recv() times out after CLIENT_TIMEOUT."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(address)
-    sock.settimeout(CLIENT_TIMEOUT)
-    return sock
-
-
-def parse_notification(datagram):
-    """An sd_notify datagram "K=V\\nK=V" as a dict."""
-    return dict(line.split("=", 1) for line in datagram.decode().split("\n"))
-
-
 def next_notification(sock, key, master=None, timeout=10):
     """The next notification with `key` (READY, RELOADING, ...) as a dict.
     Status and watchdog ones on the way are skipped, and MAINPID= naming the
@@ -66,7 +53,7 @@ def next_notification(sock, key, master=None, timeout=10):
     while True:
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         try:
-            message = parse_notification(sock.recv(4096))
+            _, message = recv_notification(sock)
         except socket.timeout:
             raise AssertionError(f"no {key}= notification within {timeout}s") from None
         if key in message:
@@ -83,7 +70,7 @@ def queued_notifications(sock):
     sock.setblocking(False)  # (with a timeout, recv() would wait for it)
     try:
         while True:
-            found.append(parse_notification(sock.recv(4096)))
+            found.append(recv_notification(sock)[1])
     except BlockingIOError:
         return found
     finally:
@@ -115,12 +102,9 @@ def drain_output(process):
 
 @pytest.fixture
 def notify_socket(unix_dir):
-    """(socket, env): a datagram socket bound in unix_dir, and the
-    environment that points the command at it (NOTIFY_SOCKET)."""
-    path = os.path.join(unix_dir, "notify")
-    with datagram_socket(path) as sock:
-        # XDG_RUNTIME_DIR: the default control socket's directory, one of this test's own.
-        yield sock, {"NOTIFY_SOCKET": path, "XDG_RUNTIME_DIR": unix_dir}
+    """support.notify_receiver() in unix_dir: (socket, env)."""
+    with notify_receiver(unix_dir) as (sock, env):
+        yield sock, env
 
 
 # -- the Notifier, alone -----------------------------------------------------------
@@ -137,7 +121,7 @@ def test_each_notification_is_one_datagram_of_assignments(unix_dir, kind):
     else:
         name = abstract_name()
         address, notify_env = "\0" + name, "@" + name
-    with datagram_socket(address) as receiver:
+    with notification_socket(address) as receiver:
         notifier = Notifier.from_environment({"NOTIFY_SOCKET": notify_env})
         try:
             assert notifier.ready("2 workers, generation 1") is True
@@ -161,7 +145,7 @@ def test_each_notification_is_one_datagram_of_assignments(unix_dir, kind):
 @pytest.mark.timeout(10)
 def test_reloading_carries_the_monotonic_time_of_the_call(unix_dir):
     path = os.path.join(unix_dir, "notify")
-    with datagram_socket(path) as receiver:
+    with notification_socket(path) as receiver:
         notifier = Notifier.from_environment({"NOTIFY_SOCKET": path})
         before = monotonic_usec()
         notifier.reloading()
@@ -450,7 +434,7 @@ def test_watchdog_is_notified_while_the_master_loop_runs(spawn, notify_socket):
     while (left := 1.0 - (time.monotonic() - start)) > 0:
         sock.settimeout(left)
         try:
-            pings += "WATCHDOG" in parse_notification(sock.recv(4096))
+            pings += "WATCHDOG" in recv_notification(sock)[1]
         except socket.timeout:
             break
     assert pings >= 3, f"{pings} WATCHDOG=1 in 1 s"
@@ -462,7 +446,7 @@ def test_watchdog_is_notified_while_the_master_loop_runs(spawn, notify_socket):
         queued_notifications(sock)  # sent before it stopped
         sock.settimeout(0.6)
         with pytest.raises(socket.timeout):
-            message = parse_notification(sock.recv(4096))
+            _, message = recv_notification(sock)
             pytest.fail(f"{message} from a stopped master")
     finally:
         os.kill(process.pid, signal.SIGCONT)

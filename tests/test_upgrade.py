@@ -23,21 +23,18 @@ subreaper for the test) so that the new master's exit status can be read.
 
 import contextlib
 import ctypes
-import json
 import os
 import signal
-import socket
-import threading
 
 import psutil
 import pytest
 
 from support import (
-    BOOTED, CLIENT_TIMEOUT, ask, ask_on, assert_tree_gone, booted_workers, connect, copy_app,
-    file_lines, free_port, live_children, run_prefork, spawn_prefork, wait_booted, wait_for,
-    wait_log, write_config)
+    Load, ask, ask_on, assert_tree_gone, booted_workers, connect, connection_holder, copy_app,
+    file_lines, free_port, live_children, notify_receiver, recv_notification, start_prefork,
+    status_json, wait_booted, wait_for, wait_log, write_config)
 
-# -- helpers (to move to support.py) ---------------------------------------------------
+# -- helpers -----------------------------------------------------------------------------
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
@@ -75,24 +72,21 @@ def exit_code(pid, timeout=10):
 class Server:
     """The command serving command_apps:Echo from tmp_path on 127.0.0.1:port
     and a Unix socket, with a pidfile and a control socket: the paths, the
-    Process of the (first, old) master, its pid, and the environment every
-    command of the test runs with."""
+    Process of the (first, old) master, its pid, and its first workers' pids.
+    env: added to the master's environment (its new masters inherit it)."""
 
     def __init__(self, spawn, tmp_path, unix_dir, workers=2, env=None, args=()):
-        copy_app(tmp_path)
-        self.module = os.path.join(tmp_path, "command_apps.py")
-        self.cwd = str(tmp_path)
+        self.module = copy_app(tmp_path)
         self.tcp = ("127.0.0.1", free_port())
         self.unix = os.path.join(unix_dir, "echo.sock")
         self.pidfile = os.path.join(tmp_path, "prefork.pid")
         self.control = os.path.join(unix_dir, "ctl")
-        self.env = {"XDG_RUNTIME_DIR": unix_dir, **(env or {})}
-        self.process = spawn_prefork(
-            spawn, "-w", str(workers), "-b", f"127.0.0.1:{self.tcp[1]}", "-b",
-            f"unix:{self.unix}", "--pid", self.pidfile, "--control", self.control,
-            *args, "command_apps:Echo", cwd=self.cwd, env=self.env)
+        self.process, _ = start_prefork(
+            spawn, "-b", f"127.0.0.1:{self.tcp[1]}", "-b", f"unix:{self.unix}",
+            "--pid", self.pidfile, "--control", self.control, *args, "command_apps:Echo",
+            workers=workers, cwd=str(tmp_path),
+            env={"XDG_RUNTIME_DIR": unix_dir, **(env or {})})
         self.pid = self.process.pid
-        wait_booted(self.process, workers)
         self.workers = set(booted_workers(self.process.lines))
 
     def usr2(self, pid=None):
@@ -112,7 +106,7 @@ class Server:
         start = len(self.process.lines)
         self.log(new, "[INFO] Upgrade: serving beside the old master "
                       f"(pid {old or self.pid}); TERM it to finish")
-        wait_boots(self.process, start, workers)
+        wait_booted(self.process, workers, since=start)
         pids = set(booted_workers(self.process.lines[start:]))
         assert live_children(new) == pids
         return pids
@@ -120,83 +114,25 @@ class Server:
     def status(self, control=None):
         """`prefork status --json` on the control socket (default: --control):
         its answer, a dict."""
-        result = run_prefork("status", "--json", "--control", control or self.control,
-                             cwd=self.cwd, env=self.env)
-        assert result.returncode == 0, result
-        return json.loads(result.stdout)
+        return status_json("--control", control or self.control)
 
     def pidfile_pid(self, suffix=""):
         return int(file_lines(self.pidfile + suffix)[0])
 
-
-def wait_boots(process, start, count):
-    """Read the output until `count` workers have logged their boot after
-    process.lines[start]."""
-    def booted(_=None):
-        return sum(bool(BOOTED.search(line)) for line in process.lines[start:]) >= count
-    if not booted():
-        process.readline_until(booted)
+    def load(self):
+        """A support.Load on both of its addresses (two threads each, 2 ms
+        apart) whose replies are the pids of the workers that answered."""
+        return Load([self.tcp, self.unix], pace=0.002, client=answering_pid)
 
 
-class EchoLoad:
-    """Client threads asking command_apps.Echo on a new connection each, from
-    construction until stop(): `threads` of them on each address, `pace`
-    seconds apart.  Each answer is noted as (phase, worker pid) -- phase: the
-    test's `load.phase` when the request was sent; every failure as
-    (address, error)."""
-
-    def __init__(self, addresses, threads=2, pace=0.002):
-        self.pace = pace
-        self.phase = "before"
-        self.answers = []
-        self.failures = []
-        self._stopping = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(address,), daemon=True)
-                         for address in addresses for _ in range(threads)]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self, address):
-        while not self._stopping.is_set():
-            phase = self.phase
-            try:
-                self.answers.append((phase, ask(address)["pid"]))
-            except Exception as error:  # noqa: BLE001 -- every failure counts
-                self.failures.append((address, error))
-            self._stopping.wait(self.pace)
-
-    def pids(self, phase):
-        """The worker pids that answered requests sent in phase."""
-        return {pid for when, pid in self.answers if when == phase}
-
-    def wait_answers(self, phase, count=20):
-        """Wait until `count` requests sent in phase have been answered."""
-        wait_for(lambda: sum(when == phase for when, _ in self.answers) >= count,
-                 message=f"{count} answers in phase {phase!r}")
-
-    def stop(self):
-        self._stopping.set()
-        for thread in self._threads:
-            thread.join(2 * CLIENT_TIMEOUT)
-            assert not thread.is_alive(), "a client thread did not stop"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+def answering_pid(address, words):
+    """The pid of the worker that answered words (command_apps.Echo)."""
+    return ask(address, words)["pid"]
 
 
-def held_by(worker_pids, sock):
-    """The worker among worker_pids holding the server side of sock (a TCP
-    client), if one has accepted it."""
-    ours = sock.getsockname()
-    for pid in worker_pids:
-        with contextlib.suppress(psutil.Error):
-            for conn in psutil.Process(pid).net_connections("tcp"):
-                if conn.raddr and tuple(conn.raddr) == ours:
-                    return pid
-    return None
+def answered_by(load, phase):
+    """The worker pids that answered the requests of a Server.load() sent in phase."""
+    return set(load.replies_to(phase))
 
 
 # -- the hand-over ------------------------------------------------------------------------
@@ -208,8 +144,8 @@ def test_an_upgrade_under_load_loses_no_request_and_moves_the_files(spawn, tmp_p
     old_workers = [psutil.Process(pid) for pid in server.workers]
     assert server.pidfile_pid() == old
 
-    with EchoLoad([server.tcp, server.unix]) as load:
-        load.wait_answers("before")
+    with server.load() as load:
+        load.wait_for_replies(20, "the load to flow")
         load.phase = "upgrading"
         new = server.usr2()
         new_workers = server.new_master_serving(new)
@@ -222,18 +158,18 @@ def test_an_upgrade_under_load_loses_no_request_and_moves_the_files(spawn, tmp_p
         assert server.status()["master"]["pid"] == new
         assert server.status(server.control + ".oldbin")["master"]["pid"] == old
         # Both pools accept on the same sockets.
-        wait_for(lambda: load.pids("overlap") & server.workers
-                 and load.pids("overlap") & new_workers,
+        wait_for(lambda: answered_by(load, "overlap") & server.workers
+                 and answered_by(load, "overlap") & new_workers,
                  message="answers from both masters' workers during the overlap")
 
         os.kill(old, signal.SIGTERM)
         assert server.process.wait(10) == 0
         assert_tree_gone(old_workers)
         load.phase = "after"
-        load.wait_answers("after")
+        load.wait_for_replies(20, "answers after the upgrade", phase="after")
     assert load.failures == []
-    assert load.pids("overlap") <= server.workers | new_workers
-    assert load.pids("after") <= new_workers
+    assert answered_by(load, "overlap") <= server.workers | new_workers
+    assert answered_by(load, "after") <= new_workers
 
     server.log(old, "[INFO] Upgrade: handed over to the new master (pid %d)" % new)
     assert not os.path.exists(server.pidfile + ".oldbin")
@@ -262,16 +198,16 @@ def test_an_upgrade_whose_code_fails_to_import_leaves_the_old_master_serving(
     with open(server.module, "a") as module:  # a broken deploy, after the start
         module.write('\nraise RuntimeError("broken deploy")\n')
 
-    with EchoLoad([server.tcp, server.unix]) as load:
-        load.wait_answers("before")
+    with server.load() as load:
+        load.wait_for_replies(20, "the load to flow")
         load.phase = "upgrading"
         new = server.usr2()
         server.log(old, f"[ERROR] Upgrade failed: the new master (pid {new}) exited with "
                         f"code 1; this master (pid {old}) keeps serving")
         load.phase = "after"
-        load.wait_answers("after")
+        load.wait_for_replies(20, "answers after the upgrade", phase="after")
     assert load.failures == []
-    assert load.pids("upgrading") | load.pids("after") <= server.workers
+    assert answered_by(load, "upgrading") | answered_by(load, "after") <= server.workers
 
     # The files are back under their names.
     assert server.pidfile_pid() == old
@@ -301,17 +237,17 @@ def test_an_upgrade_whose_workers_cannot_boot_leaves_the_old_master_serving(
                        "def post_fork(server, worker):\n"
                        "    raise RuntimeError('broken deploy')\n")
 
-    with EchoLoad([server.tcp, server.unix]) as load:
-        load.wait_answers("before")
+    with server.load() as load:
+        load.wait_for_replies(20, "the load to flow")
         load.phase = "upgrading"
         new = server.usr2()
         line = server.log(old, "Upgrade failed: the new master (pid %d) exited with code" % new)
         assert line.rstrip().endswith(f"; this master (pid {old}) keeps serving"), line
         load.phase = "after"
-        load.wait_answers("after")
+        load.wait_for_replies(20, "answers after the upgrade", phase="after")
     assert os.path.exists(server.unix), "the failed new master removed the old one's socket"
     assert load.failures == []
-    assert load.pids("after") <= server.workers
+    assert answered_by(load, "after") <= server.workers
     assert server.pidfile_pid() == old
     assert os.path.exists(server.control) and not os.path.exists(server.control + ".oldbin")
     assert server.status()["master"]["pid"] == old
@@ -346,7 +282,8 @@ def test_usr2_during_a_graceful_stop_is_ignored(spawn, tmp_path, unix_dir):
     old = server.pid
     # A connection held by the worker (Echo waits for its line) keeps the stop going.
     with connect(server.tcp) as held:
-        wait_for(lambda: held_by(server.workers, held), message="the worker to take the client")
+        wait_for(lambda: connection_holder(held, server.workers),
+                 message="the worker to take the client")
         os.kill(old, signal.SIGTERM)
         server.log(old, "Stopping (graceful)")
         os.kill(old, signal.SIGUSR2)
@@ -363,28 +300,20 @@ def test_usr2_during_a_graceful_stop_is_ignored(spawn, tmp_path, unix_dir):
 # -- systemd ------------------------------------------------------------------------------
 
 def notifications_with_sender(sock, until, timeout=10):
-    """Read sd_notify datagrams ("K=V\\nK=V") from sock, which has SO_PASSCRED
-    on, as systemd reads them: [(sender pid, {K: V})] up to and including the
-    first for which until(pid, message) is true."""
+    """recv_notification() on sock (a support.notify_receiver()'s) until
+    until(pid, message) is true: [(sender pid, {K: V})], that last one
+    included."""
     found = []
     sock.settimeout(timeout)
     while not found or not until(*found[-1]):
-        data, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))
-        pid = None
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                pid = int.from_bytes(payload[:4], "little")
-        found.append((pid, dict(line.split("=", 1) for line in data.decode().split("\n"))))
+        found.append(recv_notification(sock))
     return found
 
 
 @pytest.mark.timeout(30)
 def test_the_new_master_announces_mainpid_then_ready_to_systemd(spawn, tmp_path, unix_dir):
-    path = os.path.join(unix_dir, "notify")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
-        notify.bind(path)
-        notify.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        server = Server(spawn, tmp_path, unix_dir, env={"NOTIFY_SOCKET": path})
+    with notify_receiver(unix_dir) as (notify, env):
+        server = Server(spawn, tmp_path, unix_dir, env=env)
         old = server.pid
         first = notifications_with_sender(notify, lambda pid, m: "READY" in m)
         assert (old, {"MAINPID": str(old)}) in first
