@@ -14,13 +14,12 @@ tests/apps/command_apps.py in tmp_path.
 import os
 import signal
 
-import psutil
 import pytest
 
 from support import (
-    Load, ask, ask_on, booted_workers, connect, copy_app, echo, facts, file_lines, free_port,
-    http_get, live_children, set_version, start_prefork, taken_port, terminate, wait_for,
-    wait_generation, wait_log, wait_reloaded, write_config)
+    Load, ask, ask_on, booted_workers, connect, connection_holder, copy_app, echo, facts,
+    file_lines, free_port, http_get, live_children, set_version, start_prefork, taken_port,
+    terminate, wait_for, wait_generation, wait_log, wait_reloaded, write_config)
 
 # -- helpers -----------------------------------------------------------------------
 
@@ -48,28 +47,12 @@ def held_by_distinct_workers(address, pids):
     the answers' facts, one per worker."""
     clients = [connect(address) for _ in pids]
     try:
-        ours = {client.getsockname() for client in clients}
-
-        def holders():
-            held = set()
-            for pid in pids:
-                for conn in psutil_connections(pid):
-                    if conn.raddr and tuple(conn.raddr) in ours:
-                        held.add(pid)
-            return held == set(pids)
-
-        wait_for(holders, message="each worker to hold one of the connections")
+        wait_for(lambda: {connection_holder(client, pids) for client in clients} == set(pids),
+                 message="each worker to hold one of the connections")
         return [ask_on(client) for client in clients]
     finally:
         for client in clients:
             client.close()
-
-
-def psutil_connections(pid):
-    try:
-        return psutil.Process(pid).net_connections(kind="tcp")
-    except psutil.NoSuchProcess:
-        return []
 
 
 def error_lines(process):

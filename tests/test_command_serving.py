@@ -25,7 +25,7 @@ import prefork
 from support import (
     CLIENT_TIMEOUT, ask, ask_on, can_connect, connect, datagram_client, exchange, facts,
     file_lines, http_get, printed_config, process_tree, recv_line, run_prefork, spawn_prefork,
-    start_prefork, terminate, wait_for, wait_lines, write_config)
+    start_prefork, terminate, wait_for, wait_lines, write_config, write_slow_app)
 
 # -- helpers -----------------------------------------------------------------------
 
@@ -450,29 +450,14 @@ def test_workers_that_cannot_boot_make_the_master_give_up_with_status_3(spawn, t
     assert "[ERROR] Giving up: " in giving_up[0] and "no database" in giving_up[0]
 
 
-SLEEPER = '''\
-import socketserver
-import time
-
-
-class Sleeper(socketserver.StreamRequestHandler):
-    """Says it started, then never ends (60 s)."""
-
-    def handle(self):
-        self.rfile.readline()
-        self.wfile.write(b"started\\n")
-        time.sleep(60)
-'''
-
-
 @pytest.mark.timeout(30)
 def test_request_past_the_graceful_timeout_makes_term_exit_1(spawn, tmp_path):
-    (tmp_path / "sleepy_app.py").write_text(SLEEPER)
-    process, [address] = start_prefork(spawn, "--graceful-timeout", "0.5",
-                                       "sleepy_app:Sleeper", workers=1, cwd=str(tmp_path))
+    app = write_slow_app(tmp_path)
+    process, [address] = start_prefork(spawn, "--graceful-timeout", "0.5", app, workers=1,
+                                       cwd=str(tmp_path))
     tree = process_tree(process.pid)
     with connect(address) as sock:
-        sock.sendall(b"go\n")
-        assert recv_line(sock) == b"started\n"  # the request is in flight
+        sock.sendall(b"hold\n")
+        assert recv_line(sock) == b"holding\n"  # in flight until we send or close
         output = terminate(process, tree, expected=1)
     assert "Killing worker 1" in output

@@ -32,9 +32,9 @@ import psutil
 import pytest
 
 from support import (
-    APPS, CLIENT_TIMEOUT, PYTHON, ROOT, assert_no_zombies, assert_tree_gone, gone,
-    parse_reply, process_tree, recv_line, set_version, start_booted, started_requests,
-    wait_booted, wait_for)
+    APPS, CLIENT_TIMEOUT, PYTHON, ROOT, assert_no_zombies, assert_tree_gone, children,
+    connection_holder, gone, parse_reply, process_tree, recv_line, set_version, start_booted,
+    started_requests, wait_booted, wait_for)
 
 MIXINS = ["sync", "threading", "forking"]
 GRACEFUL = ("--set", "graceful_timeout=20")
@@ -162,19 +162,12 @@ def wait_new_generation_ready(process, generation, count=2):
 def owner_of(process, client_sock, request_child=False):
     """The process of the master's tree that has accepted client_sock's
     connection (with request_child, the ForkingMixIn child serving it)."""
-    local = client_sock.getsockname()
-
     def find():
-        for member in workers_of(process):
-            try:
-                if request_child and member.ppid() == process.pid:
-                    continue  # a worker
-                if any(c.raddr and tuple(c.raddr) == local
-                       for c in member.net_connections(kind="tcp")):
-                    return member
-            except psutil.Error:
-                continue
-        return None
+        members = {member.pid: member for member in workers_of(process)}
+        if request_child:
+            for worker in children(process.pid):  # the workers: leave their children
+                members.pop(worker, None)
+        return members.get(connection_holder(client_sock, members))
     return wait_for(find, timeout=5, message="a worker to accept the connection")
 
 
