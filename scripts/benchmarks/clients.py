@@ -252,6 +252,26 @@ class _Loop:
         self.selector = selectors.DefaultSelector()
         self.tally = tally
         self.failed = []   # clients to restart on the next turn
+        self.next_check = 0.0
+
+    def turn(self, members, timeout):
+        """Wait up to timeout for the clients' sockets, act on what came,
+        time out the clients of members that waited too long (every
+        CHECK_EVERY), restart the failed ones; return the time now."""
+        events = self.selector.select(timeout)
+        now = monotonic()
+        for key, _ in events:
+            if key.fileobj is key.data.sock:  # not dropped earlier this turn
+                key.data.on_event(now)
+        if now >= self.next_check:
+            self.next_check = now + CHECK_EVERY
+            for client in members:
+                if client.expired(now):
+                    client.fail("timeout", now)
+        failed, self.failed = self.failed, []
+        for client in failed:
+            client.begin(now)
+        return now
 
 
 def drive(protocol, address, clients, count_from, until):
@@ -261,22 +281,10 @@ def drive(protocol, address, clients, count_from, until):
     now = monotonic()
     for client in pool:
         client.begin(now)
-    next_check = now + CHECK_EVERY
+    loop.next_check = now + CHECK_EVERY
     try:
         while now < until:
-            events = loop.selector.select(min(CHECK_EVERY, until - now))
-            now = monotonic()
-            for key, _ in events:
-                if key.fileobj is key.data.sock:  # not dropped earlier this turn
-                    key.data.on_event(now)
-            if now >= next_check:
-                next_check = now + CHECK_EVERY
-                for client in pool:
-                    if client.expired(now):
-                        client.fail("timeout", now)
-            failed, loop.failed = loop.failed, []
-            for client in failed:
-                client.begin(now)
+            now = loop.turn(pool, min(CHECK_EVERY, until - now))
     finally:
         for client in pool:
             client.drop()

@@ -1,7 +1,6 @@
 """One contender's server process: started, waited for, measured, stopped, reaped."""
 
 import ctypes
-import os
 import signal
 import subprocess
 import time

@@ -96,7 +96,7 @@ def drive(address, phases, start):
         end += seconds
     time.sleep(max(0.0, start - time.monotonic()))
     now = time.monotonic()
-    next_check = now + clients.CHECK_EVERY
+    loop.next_check = now + clients.CHECK_EVERY
     try:
         while now < end:
             while boundaries and boundaries[0][0] <= now:
@@ -110,19 +110,7 @@ def drive(address, phases, start):
                     client.leaving = True
                     leaving.append(client)
             wake = min([end] + [b[0] for b in boundaries[:1]])
-            events = loop.selector.select(max(0.0, min(clients.CHECK_EVERY, wake - now)))
-            now = time.monotonic()
-            for key, _ in events:
-                if key.fileobj is key.data.sock:
-                    key.data.on_event(now)
-            if now >= next_check:
-                next_check = now + clients.CHECK_EVERY
-                for client in active + leaving:
-                    if client.expired(now):
-                        client.fail("timeout", now)
-            failed, loop.failed = loop.failed, []
-            for client in failed:
-                client.begin(now)
+            now = loop.turn(active + leaving, max(0.0, min(clients.CHECK_EVERY, wake - now)))
     finally:
         for client in active + leaving:
             client.drop()
