@@ -163,7 +163,9 @@ class Master:
         """Close the listener; with block_on_close, wait for every worker first."""
         if len(self.pool) and self.stop_mode is None:
             self.begin_stop(StopMode.GRACEFUL)
-        handed_over = self.upgrade is not None and self.upgrade.exited() is None
+        if self.upgrade is not None:
+            self.watch_upgrade()  # (a new master gone already gives its files back)
+        handed_over = self.upgrade is not None
         if self.control:
             self.control.close(remove_file=not handed_over)  # (else: the new master's)
             self.control = None

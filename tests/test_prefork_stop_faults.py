@@ -340,7 +340,7 @@ def test_second_signal_during_a_graceful_stop_never_kills_the_master(spawn, star
         assert [reply.partition(" ")[2] for reply in replies] == ["slept"] * 2, replies
     else:  # the stop turned quick: the workers left at once, requests unanswered
         assert replies == ["", ""], replies
-        assert exited_in < 1.5, exited_in
+        assert exited_in < 1.5, (exited_in, output)
     assert code == prefork.ExitStatus.OK == 0, output
 
 
