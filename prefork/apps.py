@@ -18,6 +18,7 @@ where.
 import ast
 import importlib
 import os
+import sys
 
 HANDLER = "handler"
 SERVER = "server"
@@ -65,13 +66,20 @@ def fresh_import(module):
     """Import module again from its source on disk (importlib.reload), as
     edited now.  Cached bytecode is trusted on the source's size and mtime
     in whole seconds: an edit of the same size within that second would not
-    show, so the cache is removed first (if it can be)."""
+    show, so the cache is removed first (if it can be); so is the listing of
+    its directory that the import system keeps.  (Not every finder's caches,
+    as importlib.invalidate_caches() would: from Python 3.12 that imports
+    importlib.metadata -- a cost at each boot, and an import that fails in a
+    worker run as a user who cannot read the interpreter's files.)"""
     if getattr(module, "__cached__", None):
         try:
             os.unlink(module.__cached__)
         except OSError:
             pass
-    importlib.invalidate_caches()
+    if getattr(module, "__file__", None):
+        finder = sys.path_importer_cache.get(os.path.dirname(module.__file__))
+        if hasattr(finder, "invalidate_caches"):
+            finder.invalidate_caches()
     return importlib.reload(module)
 
 

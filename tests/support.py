@@ -18,6 +18,7 @@ from here (never from one another).
   wait_reloaded, free_port, taken_port, connect, can_connect, facts, ask_on,
   ask, connection_holder, http_get, write_config, file_lines, wait_lines,
   copy_app, SLOW_APP, write_slow_app
+- running as another user: python_runnable_as
 - operating a running master: status_json (the control socket, through
   `prefork status`); sd_notify as systemd receives it: notification_socket,
   notify_receiver, recv_notification
@@ -1092,3 +1093,21 @@ def recv_notification(sock):
         if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
             pid = int.from_bytes(payload[:4], sys.byteorder)
     return pid, dict(line.split("=", 1) for line in data.decode().split("\n"))
+
+
+def python_runnable_as(prefix):
+    """A Python (>= 3.10) that runs behind prefix (setpriv/runuser as another
+    user): sys.executable if it does, else the system's; None if none does.
+    (An interpreter under /root, or one that needs its own shared library,
+    may not run as another user.)"""
+    candidates = [sys.executable, os.path.realpath(sys.executable), "/usr/bin/python3",
+                  "/usr/local/bin/python3"]
+    for python in dict.fromkeys(candidates):
+        if not os.path.exists(python):
+            continue
+        result = subprocess.run(
+            [*prefix, python, "-c", "import sys; sys.exit(sys.version_info < (3, 10))"],
+            capture_output=True, timeout=30)
+        if result.returncode == 0:
+            return python
+    return None

@@ -31,7 +31,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 
 import psutil
@@ -39,7 +38,8 @@ import pytest
 
 from support import (
     PREFORK, ask, assert_one_line_error, booted_workers, copy_app, file_lines, logged_addresses,
-    run_prefork, spawn_prefork, start_prefork, wait_for, wait_lines, wait_reloaded)
+    python_runnable_as, run_prefork, spawn_prefork, start_prefork, wait_for, wait_lines,
+    wait_reloaded)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it creates a user and "
@@ -263,23 +263,6 @@ def test_unknown_user_or_group_is_one_line_and_exit_1(account, app_dir):
         assert_one_line_error(result, f"{kind} '{name}': no such {kind}")
 
 
-def python_for(account):
-    """A Python (>= 3.10) the test user can run, or None: the venv's may lie
-    under a directory only root can enter (/root)."""
-    candidates = [sys.executable, os.path.realpath(sys.executable), "/usr/bin/python3",
-                  "/usr/local/bin/python3"]
-    for python in dict.fromkeys(candidates):
-        if not os.path.exists(python) or not traversable_by(
-                os.path.dirname(os.path.realpath(python)), account.uid, {account.gid}):
-            continue
-        result = subprocess.run(
-            [*as_user(account), python, "-c", "import sys; sys.exit(sys.version_info < (3, 10))"],
-            capture_output=True, timeout=30)
-        if result.returncode == 0:
-            return python
-    return None
-
-
 def as_user(account):
     """A command prefix that runs what follows as the test user, with its groups."""
     if shutil.which("setpriv"):
@@ -289,7 +272,7 @@ def as_user(account):
 
 @pytest.mark.timeout(30)
 def test_user_other_than_oneself_needs_root(account, app_dir):
-    python = python_for(account)
+    python = python_runnable_as(as_user(account))
     if python is None:
         pytest.skip("no Python >= 3.10 the test user can run")
     result = run_prefork("-b", "127.0.0.1:0", "--user", "root", APP, cwd=app_dir,
