@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from time import monotonic
 
 from .handlers import StreamRequestHandler
@@ -90,6 +91,10 @@ class ControlHandler(StreamRequestHandler):
 
 class ControlServer(UnixStreamServer):
     """The control socket's server: made by ControlChannel, never serve_forever()."""
+
+    # Room in the kernel's queue for a burst of clients between two turns of
+    # the master's loop (a full queue refuses a Unix client at once).
+    request_queue_size = 4 * MAX_CLIENTS
 
     def __init__(self, path, master):
         self.master = master
@@ -219,7 +224,7 @@ def query(path, command, timeout=5.0):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.connect(path)
+            _connect(sock, path, monotonic() + timeout)
         except (FileNotFoundError, ConnectionRefusedError) as error:
             raise NotRunning(f"no prefork master at {path} ({error.strerror.lower()})") \
                 from None
@@ -239,3 +244,15 @@ def query(path, command, timeout=5.0):
     if not data:
         raise NotRunning(f"the prefork master at {path} closed the connection unanswered")
     return json.loads(data)
+
+
+def _connect(sock, path, deadline):
+    """connect(), tried again while the master's queue is full (a Unix socket
+    refuses at once with EAGAIN then, whatever the timeout) until deadline."""
+    while True:
+        try:
+            return sock.connect(path)
+        except BlockingIOError:
+            if monotonic() >= deadline:
+                raise
+            time.sleep(0.01)

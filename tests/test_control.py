@@ -55,18 +55,18 @@ def control(path, line, timeout=5.0):
     """Send one line (str or bytes, "\\n" added) to the control socket at
     path, on a new connection; its JSON answer as a dict."""
     data = line if isinstance(line, bytes) else line.encode()
-    with connect(path, timeout=timeout) as sock:
+    with connect_queued(path, timeout=timeout) as sock:
         sock.sendall(data + b"\n")
         return read_answer(sock)
 
 
-def connect_queued(path):
+def connect_queued(path, timeout=5.0):
     """connect() to a Unix socket path, retried while its listen backlog is
     full (a Unix socket's connect() with a timeout then fails with EAGAIN
     instead of waiting for the server to accept)."""
     def attempt():
         try:
-            return connect(path)
+            return connect(path, timeout=timeout)
         except BlockingIOError:
             return None
     return wait_for(attempt, timeout=2, interval=0.002, message=f"a connection to {path}")
