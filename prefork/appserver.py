@@ -8,6 +8,7 @@ makes the server on listening sockets opened already.  HTTPLogging routes an
 http.server handler's log lines to prefork's access and error logs.
 """
 
+import functools
 import io
 import logging
 import os
@@ -195,6 +196,7 @@ def handler_for(handler):
     return handler
 
 
+@functools.lru_cache(maxsize=None)  # (asked per request, with the access log on)
 def _speaks_http(handler):
     return isinstance(handler, type) and any(
         base.__name__ == "BaseHTTPRequestHandler" and base.__module__ == "http.server"
