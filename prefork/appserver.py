@@ -62,6 +62,9 @@ class CommandServer(PreforkMixIn):
             self.command.pidfile.write(os.getpid())
         self._hook("when_ready")
 
+    def open_health_listener(self):
+        return self.command.health_socket  # (opened at the start, for one-line errors)
+
     def upgrade_files(self):
         pidfile = self.command.pidfile
         return super().upgrade_files() + [pidfile.path if pidfile else None]

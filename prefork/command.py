@@ -41,7 +41,7 @@ class ApplicationError(Exception):
 # Settings a HUP cannot change in a running master: they shape its server
 # object or its scoreboard.  A change is logged, and waits for a restart.
 RESTART_ONLY = ("worker_class", "threads", "max_workers", "reuse_port", "exclusive_accept",
-                "request_queue_size", "control_socket")
+                "request_queue_size", "control_socket", "health_bind")
 
 
 class Command:
@@ -57,6 +57,7 @@ class Command:
         self.handed_over = []     # the Unix socket files among those used
         self.upgrading_from = None  # the old master's pid, in a new master (USR2)
         self.activated = None     # under systemd's socket activation: its fd:// binds
+        self.health_socket = None  # health_bind's listening socket, for the server
 
     def run(self):
         self.config = self.read_config()
@@ -104,13 +105,20 @@ class Command:
         self.inherited, self.upgrading_from = upgrade.inherited_listeners(
             self.config.request_queue_size)
         sockets = self.open_listeners(self.config.bind)
+        try:
+            self.health_socket = self.open_health_listener()
+        except BaseException:
+            for sock in sockets:
+                close_listener(sock)
+            raise
         for sock in self.inherited:  # handed over, but no longer bound to
             close_listener(sock)
         try:
             self.server = build_server(self, sockets)
         except BaseException:
-            for sock in sockets:
-                close_listener(sock)
+            for sock in sockets + [self.health_socket]:
+                if sock:
+                    close_listener(sock)
             raise
         if stale:
             log.info("Replacing the stale pidfile %s (pid %d is gone)", self.pidfile.path, stale)
@@ -169,6 +177,17 @@ class Command:
                     self.handed_over.append(sock.getsockname())
                 return sock
         return None
+
+    def open_health_listener(self):
+        """health_bind's socket (the one an old master handed over, after
+        USR2), or None without health_bind."""
+        if not self.config.health_bind:
+            return None
+        bind = parse_bind(self.config.health_bind)
+        try:
+            return self._take_inherited(bind) or self._open(bind)
+        except cli.UsageError as error:
+            raise cli.UsageError(f"health_bind: {error}") from None
 
     def _open(self, bind):
         try:

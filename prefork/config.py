@@ -16,6 +16,7 @@ SETTINGS.
 
 import logging
 import os
+import socket
 
 from .listeners import default_backlog, parse_bind
 from .mixins import ThreadingMixIn
@@ -30,8 +31,9 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 class Setting:
     """One setting.
 
-    kind: int, float (ints accepted), bool, str, "umask" (an octal integer)
-    or "binds" (a list of bind specs, listeners.parse_bind()).  minimum
+    kind: int, float (ints accepted), bool, str, "umask" (an octal integer),
+    "binds" (a list of bind specs, listeners.parse_bind()) or "tcp" (one
+    HOST:PORT bind spec).  minimum
     bounds numbers (inclusive); choices lists the strings allowed; optional
     allows None, meaning "off".  inherit: the default comes from the server
     class (a ThreadingMixIn attribute), not from PreforkMixIn.  shown: the
@@ -69,6 +71,8 @@ class Setting:
             for spec in value:
                 parse_bind(spec)  # raises ValueError naming what is wrong
             return list(value)
+        if self.kind == "tcp":
+            return self._check_tcp(value)
         if not self._has_kind(value) or (self.minimum is not None and value < self.minimum):
             raise ValueError(f"{self.name} must be {self._describe()}, not {value!r}")
         if self.choices is not None and value not in self.choices:
@@ -76,6 +80,16 @@ class Setting:
                              f"not {value!r}")
         if self.kind is str and not value:
             raise ValueError(f"{self.name} must not be empty")
+        return value
+
+    def _check_tcp(self, value):
+        try:
+            bind = parse_bind(value)
+        except ValueError:
+            bind = None
+        if bind is None or bind.fd is not None or bind.family == socket.AF_UNIX \
+                or not bind.stream:
+            raise ValueError(f"{self.name} must be a TCP address HOST:PORT, not {value!r}")
         return value
 
     def parse(self, text):
@@ -170,6 +184,9 @@ SETTINGS = {s.name: s for s in [
     # -- timeouts and recycling --
     _server("graceful_timeout", 30.0, float, "seconds a stopping worker may take to finish; "
             "then it is SIGKILLed", "timeouts and recycling", minimum=0),
+    _server("drain_delay", 0.0, float, "on a graceful stop, seconds to keep serving while "
+            "health checks answer 503, before the listeners close (a balancer's reaction "
+            "time)", "timeouts and recycling", minimum=0),
     _server("boot_timeout", 30.0, float, "seconds a worker may take to boot",
             "timeouts and recycling", minimum=0.01),
     _server("liveness_timeout", 30.0, float, "seconds a worker may go without a heartbeat "
@@ -204,6 +221,9 @@ SETTINGS = {s.name: s for s in [
             "prefork ctl); the command's default: beside the pidfile (app.pid: app.ctl), "
             "else prefork-NAME.ctl in $XDG_RUNTIME_DIR, else none", "process", optional=True,
             flags=["--control"], metavar="PATH", shown="none (command: see meaning)"),
+    _server("health_bind", None, "tcp", "answer load balancers' health checks here (HTTP): "
+            "200 ready; 503 booting, or draining from the start of a graceful stop",
+            "process", optional=True, metavar="HOST:PORT"),
     # -- logging --
     _command("log_level", "info", str, "the error log's level", "logging",
              choices=LOG_LEVELS),

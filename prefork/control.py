@@ -3,12 +3,11 @@
 
 The socket is a Unix stream socket (mode 0600) served by prefork's own
 framework -- a UnixStreamServer and a StreamRequestHandler -- driven from the
-master's loop, which it must never block: ControlChannel accepts without
-waiting, keeps each client until a whole line has come (peeked, not read),
-only then runs the handler on it, and answers with one non-blocking send.  A
-client that sends nothing is closed after CLIENT_DEADLINE; a line longer
-than MAX_LINE gets an error.  Only a client of the master's own uid, or
-root, is served (SO_PEERCRED).
+master's loop, which it must never block (channel.py): the handler runs once
+a whole line has come, and answers with one non-blocking send.  A client
+that sends nothing is closed after CLIENT_DEADLINE; a line longer than
+MAX_LINE gets an error.  Only a client of the master's own uid, or root, is
+served (SO_PEERCRED).
 
 The protocol: one line in, one JSON object back, then the connection closes.
 
@@ -30,6 +29,7 @@ import struct
 import time
 from time import monotonic
 
+from .channel import send_now
 from .handlers import StreamRequestHandler
 from .listeners import remove_stale_unix_socket
 from .server import UnixStreamServer
@@ -55,11 +55,7 @@ class ControlHandler(StreamRequestHandler):
             answer = {"ok": True, **self.run(line)}
         except ControlError as error:
             answer = {"ok": False, "error": str(error)}
-        data = json.dumps(answer).encode() + b"\n"
-        try:  # all of it now, or the client is not reading: drop it
-            self.request.send(data, socket.MSG_DONTWAIT)
-        except OSError:
-            pass
+        send_now(self.request, json.dumps(answer).encode() + b"\n")
 
     def run(self, line):
         if len(line) > MAX_LINE:
@@ -90,8 +86,14 @@ class ControlHandler(StreamRequestHandler):
 
 
 class ControlServer(UnixStreamServer):
-    """The control socket's server: made by ControlChannel, never serve_forever()."""
+    """The control socket's server, driven by a channel.Channel from the
+    master's loop (never serve_forever())."""
 
+    name = "Control socket"
+    request_noun = "command"
+    max_request = MAX_LINE
+    client_deadline = CLIENT_DEADLINE
+    max_clients = MAX_CLIENTS
     # Room in the kernel's queue for a burst of clients between two turns of
     # the master's loop (a full queue refuses a Unix client at once).
     request_queue_size = 4 * MAX_CLIENTS
@@ -109,102 +111,21 @@ class ControlServer(UnixStreamServer):
         finally:
             os.umask(old_umask)
 
+    def request_complete(self, data):
+        return b"\n" in data
+
     def verify_request(self, request, client_address):
-        return peer_uid(request) in (0, os.geteuid())
+        if peer_uid(request) in (0, os.geteuid()):
+            return True
+        self.refuse(request, "permission denied: not the master's user")
+        return False
+
+    def refuse(self, conn, why):
+        send_now(conn, json.dumps({"ok": False, "error": why}).encode() + b"\n")
+        conn.close()
 
     def handle_error(self, request, client_address):
         log.exception("Control socket: error answering a client")
-
-
-class ControlChannel:
-    """A ControlServer driven from the master's serve loop without ever blocking it."""
-
-    def __init__(self, path, master, loop):
-        self.server = ControlServer(path, master)
-        self.loop = loop
-        self.waiting = {}  # fd -> (socket, deadline)
-        loop.add_reader(self.server.fileno(), self.accept)
-
-    def accept(self):
-        while True:
-            try:
-                conn, _ = self.server.socket.accept()
-            except BlockingIOError:
-                return
-            except OSError as error:
-                log.warning("Control socket: accept failed: %s", error)
-                return
-            if len(self.waiting) >= MAX_CLIENTS:
-                self.serve_ready()  # (their lines may be there, their turn not yet come)
-            if not self.server.verify_request(conn, None):
-                self.refuse(conn, "permission denied: not the master's user")
-            elif len(self.waiting) >= MAX_CLIENTS:
-                self.refuse(conn, "too many clients")
-            else:
-                conn.setblocking(False)
-                self.waiting[conn.fileno()] = (conn, monotonic() + CLIENT_DEADLINE)
-                self.loop.add_reader(conn.fileno(), lambda fd=conn.fileno(): self.readable(fd))
-
-    def readable(self, fd):
-        """Run the handler once a whole line (or the end, or too much) is there."""
-        conn, _ = self.waiting[fd]
-        try:
-            data = conn.recv(MAX_LINE + 1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return  # nothing yet
-        except OSError:
-            data = b""
-        if data and b"\n" not in data and len(data) <= MAX_LINE:
-            return  # more to come
-        self.forget(fd)
-        if not data:
-            conn.close()  # went away without a command
-            return
-        conn.settimeout(CLIENT_DEADLINE)  # (the line is there: reading it cannot wait)
-        self.server.process_request(conn, "")
-
-    def serve_ready(self):
-        for fd in list(self.waiting):
-            self.readable(fd)
-
-    def sockets(self):
-        """Its open sockets: a forked worker closes its copies."""
-        return [self.server.socket] + [conn for conn, _ in self.waiting.values()]
-
-    def expire(self):
-        """Close the clients that did not send a line in time (each master turn)."""
-        now = monotonic()
-        for fd, (conn, deadline) in list(self.waiting.items()):
-            if now >= deadline:
-                self.forget(fd)
-                self.refuse(conn, f"no command within {CLIENT_DEADLINE}s")
-
-    def forget(self, fd):
-        self.waiting.pop(fd)
-        self.loop.remove_reader(fd)
-
-    def refuse(self, conn, why):
-        try:
-            conn.send(json.dumps({"ok": False, "error": why}).encode() + b"\n",
-                      socket.MSG_DONTWAIT)
-        except OSError:
-            pass
-        conn.close()
-
-    def close(self, remove_file=True):
-        """Close it all; remove the socket file unless another master has it now."""
-        for fd in list(self.waiting):
-            conn, _ = self.waiting[fd]
-            self.forget(fd)
-            conn.close()
-        self.loop.remove_reader(self.server.fileno())
-        path = self.server.server_address
-        self.server.server_close()
-        if remove_file:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
 
 
 def peer_uid(sock):

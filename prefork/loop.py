@@ -97,6 +97,7 @@ class ServeLoop:
         waker = self.waker
         poller = _Poller(wake_one)
         accepting = getattr(server, "_accepting_requests", lambda: True)
+        next_turn_in = getattr(server, "_next_turn_in", lambda: None)
         batch = getattr(server, "_accept_batch", 1)
         self._poller = poller
         if self._readers_pid != os.getpid():
@@ -115,7 +116,9 @@ class ServeLoop:
                             poller.add(fd, listener=True)
                         else:
                             poller.remove(fd)
-                ready = poller.wait(poll_interval)
+                due = next_turn_in()
+                ready = poller.wait(poll_interval if due is None
+                                    else max(0.0, min(due, poll_interval)))
                 # stop() during the wait: leave before taking another request.
                 if self._stop_requested:
                     if wake_one:
@@ -158,6 +161,21 @@ class ServeLoop:
     def remove_reader(self, fd):
         if self._readers.pop(fd, None) is not None and self._poller is not None:
             self._poller.remove(fd)
+
+    def serve_readers(self, timeout):
+        """Outside run(): wait up to timeout seconds for a wake-up or a reader,
+        and call the readers that are ready -- so that the prefork master's
+        control socket and health listener still answer while it waits for
+        its workers to finish."""
+        poller = select.poll()
+        waker = self.waker
+        for fd in [waker.fileno(), *self._readers]:
+            poller.register(fd, select.POLLIN)
+        for fd, _ in poller.poll(max(0.0, timeout) * 1000):
+            if fd in self._readers:
+                self._readers[fd]()
+            elif fd == waker.fileno():
+                waker.drain()
 
     @property
     def serving(self):

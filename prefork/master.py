@@ -15,7 +15,8 @@ socket's commands (control.py) enter the same queue and run the same
 handle_<name> methods.
 
 Signals to the master:
-  TERM        graceful stop: workers finish their requests (graceful_timeout)
+  TERM        graceful stop: workers finish their requests (graceful_timeout) --
+              after drain_delay, while the health listener answers 503
   INT, QUIT   quick stop -- also during a graceful stop, which they cut short
   HUP         reload: a new generation of workers; the old one is retired once
               the new one serves (its handler module re-imported unless preload_app)
@@ -39,14 +40,15 @@ queue), pool.py (what is known of each worker, and its timeouts), worker.py
 import enum
 import logging
 import os
-import select
 import signal
 from time import monotonic
 
 from . import logfiles
 from .commands import SIGNALS, CommandQueue
 from .connections import StopEvent
-from .control import ControlChannel
+from .channel import Channel
+from .control import ControlServer
+from .health import HealthServer
 from .listeners import format_address
 from .pool import Lifecycle, Pool, Retire, WorkerRecord
 from .proctitle import set_title
@@ -107,7 +109,9 @@ class Master:
         self.pid = None
         self.waiting_for_room = False
         self.listeners_before_reload = None  # while a reload changes the listeners
-        self.control = None                  # the ControlChannel, with control_socket
+        self.control = None                  # a Channel to the ControlServer, with control_socket
+        self.health_channel = None           # a Channel to the HealthServer, with health_bind
+        self.drain_until = None              # a graceful stop's drain_delay: when it ends
         self.tally = RequestTally()
         self.started = None                  # monotonic(), at start
         self.upgrade = None                  # after USR2: the new master's Upgrade
@@ -141,9 +145,12 @@ class Master:
             self.notifier.watchdog()  # the loop turns: supervision is alive
         self.reap()
         self.watch_workers()  # first: commands act on what the workers are now
-        if self.control:
-            self.control.expire()
+        for channel in self.channels():
+            channel.expire()
         self.commands.dispatch(self)
+        if self.drain_until is not None and monotonic() >= self.drain_until:
+            log.info("Drained: stopping the workers")
+            self.stop_workers()
         if self.stop_mode:
             return
         if self.server.scaler and monotonic() >= self.next_scaling:
@@ -152,6 +159,11 @@ class Master:
 
     def accepting_requests(self):
         return False  # the master never accepts: its workers do
+
+    def next_turn_in(self):
+        if self.drain_until is None:
+            return None
+        return self.drain_until - monotonic()
 
     def process_request(self, request, client_address):
         self.framework.process_request(request, client_address)  # handle_request() in the master
@@ -162,15 +174,18 @@ class Master:
     def server_close(self):
         """Close the listener; with block_on_close, wait for every worker first."""
         if len(self.pool) and self.stop_mode is None:
-            self.begin_stop(StopMode.GRACEFUL)
-        if self.upgrade is not None:
-            self.watch_upgrade()  # (a new master gone already gives its files back)
-        handed_over = self.upgrade is not None
-        if self.control:
-            self.control.close(remove_file=not handed_over)  # (else: the new master's)
-            self.control = None
+            self.begin_stop(StopMode.GRACEFUL, drain=False)
+        if self.drain_until is not None:  # (the loop has gone: no more draining)
+            self.stop_workers()
         if self.server.block_on_close:
             self.wait_for_workers()
+        handed_over = self.handing_over()  # (a new master gone gives the files back)
+        if self.control:
+            self.control.close()
+            if not handed_over:  # (else the file is the new master's)
+                _unlink(self.server.control_socket)
+            self.control = None
+        self.close_health()
         self.framework.server_close()
         for listener in self.server.listeners:
             listener.close()
@@ -216,8 +231,11 @@ class Master:
         if server.scaler:
             log.info("%s", server.scaler.describe())
         if server.control_socket:
-            self.control = ControlChannel(server.control_socket, self, server._serve_loop)
+            self.control = Channel(ControlServer(server.control_socket, self),
+                                   server._serve_loop)
             log.info("Control socket: %s", server.control_socket)
+        if server.health_bind:
+            self.open_health()
         server.on_starting()
         self.keep_pool()
         server.when_ready()
@@ -275,8 +293,9 @@ class Master:
             log.warning("USR2 ignored: the new master (pid %d) is still running; stop "
                         "this one to finish the upgrade", self.upgrade.pid)
             return
+        health = [self.health_channel.server.socket] if self.health_channel else []
         try:
-            self.upgrade = Upgrade(self.server.listeners, self.server.upgrade_files())
+            self.upgrade = Upgrade(self.server.listeners + health, self.server.upgrade_files())
         except OSError as error:
             log.error("Upgrade failed to start: %s", error)
 
@@ -300,7 +319,31 @@ class Master:
         self.reap()  # (a worker that has just exited is not one any more)
         return master_status(self, monotonic())
 
+    def health(self):
+        """What the health listener answers (health.py): ready, booting or draining."""
+        if self.stop_mode:
+            return "draining"
+        return "ready" if self.announced_ready else "booting"
+
+    def open_health(self):
+        """The health listener; a new master (USR2) answers on it once it serves."""
+        server = self.server
+        sock = server.open_health_listener()
+        self.health_channel = Channel(HealthServer(sock, self), server._serve_loop,
+                                      listen=not server.upgraded_from)
+        log.info("Health listener at: %s (%d)", format_address(sock.getsockname()), self.pid)
+
+    def close_health(self):
+        if self.health_channel:
+            self.health_channel.close()
+            self.health_channel = None
+
+    def channels(self):
+        return [channel for channel in (self.control, self.health_channel) if channel]
+
     def state(self):
+        if self.drain_until is not None:
+            return "draining"
         if self.stop_mode:
             return f"stopping ({self.stop_mode.value})"
         return "reloading" if self.reloading_from is not None else "serving"
@@ -318,40 +361,64 @@ class Master:
 
     # -- stopping -------------------------------------------------------------
 
-    def begin_stop(self, mode):
-        """Stop serving: TERM (graceful) or QUIT (quick) every worker.  A quick
-        stop cuts a graceful one short; nothing undoes a quick one."""
+    def begin_stop(self, mode, drain=True):
+        """Stop serving: TERM (graceful) or QUIT (quick) every worker.  A
+        graceful stop first drains for drain_delay seconds (unless not drain,
+        or a new master takes over: see handing_over): the health listener
+        answers 503 while the workers still serve.  A quick stop cuts a
+        graceful one short; nothing undoes a quick one."""
         if self.stop_mode is StopMode.QUICK or self.stop_mode is mode:
             return
         log.info("Stopping (%s)", mode.value)
         self.notifier.stopping(f"stopping ({mode.value})")
         self.stop_mode = mode
+        if self.handing_over():
+            self.close_health()  # the new master answers for the host now
+            drain = False
+        delay = self.server.drain_delay
+        if mode is StopMode.GRACEFUL and drain and delay:
+            log.info("Draining for %g s: health checks answer 503, still serving", delay)
+            self.drain_until = monotonic() + delay
+        else:
+            self.stop_workers()
+
+    def stop_workers(self):
+        """The stop proper, in stop_mode: the workers asked to stop, the loop too."""
+        self.drain_until = None
         self.stopping.set()
-        sig = signal.SIGTERM if mode is StopMode.GRACEFUL else signal.SIGQUIT
+        sig = signal.SIGTERM if self.stop_mode is StopMode.GRACEFUL else signal.SIGQUIT
         for record in self.pool:
             record.retire = record.retire or Retire.STOP
             self.ask_to_stop(record, sig)
         self.server._serve_loop.request_stop()
 
+    def handing_over(self):
+        """Whether a new master (USR2) serves, or boots, on our sockets."""
+        if self.upgrade is not None:
+            self.watch_upgrade()
+        return self.upgrade is not None
+
     def wait_for_workers(self):
         """Reap every worker; SIGKILL the rest when graceful_timeout runs out.
 
         Signals still count meanwhile: INT or QUIT make the stop quick; a
-        worker's exit (SIGCHLD) wakes the wait.
+        worker's exit (SIGCHLD) wakes the wait.  The control socket and the
+        health listener (503, draining) still answer.
         """
-        waker = self.server._serve_loop.waker
         while True:
             self.commands.dispatch(self)
             self.reap()
             if not len(self.pool):
                 return
+            for channel in self.channels():
+                channel.expire()
             now = monotonic()
             deadline = self.server.graceful_timeout + min(
                 record.asked_at or now for record in self.pool)
             if now >= deadline:
                 self.kill_the_rest()
-            elif select.select([waker], [], [], min(deadline - now, self.poll_interval))[0]:
-                waker.drain()
+            else:
+                self.server._serve_loop.serve_readers(min(deadline - now, self.poll_interval))
 
     def kill_the_rest(self):
         for record in self.pool:
@@ -517,11 +584,11 @@ class Master:
 
     def sockets_not_served(self):
         """The master's sockets that a new worker must close: its control
-        socket, and during a change of listeners the listeners left out (or
-        connections would queue where none accepts)."""
+        socket, its health listener, and during a change of listeners the
+        listeners left out (or connections would queue where none accepts)."""
         before = self.listeners_before_reload or ()
-        control = self.control.sockets() if self.control else []
-        return control + [sock for sock in before if sock not in self.server.listeners]
+        own = [sock for channel in self.channels() for sock in channel.sockets()]
+        return own + [sock for sock in before if sock not in self.server.listeners]
 
     def end_listener_change(self, keep_new):
         """The reload is over: close the listeners of the losing side."""
@@ -602,6 +669,8 @@ class Master:
         if not self.announced_ready:
             self.announced_ready = True
             self.notifier.mainpid(self.pid)
+            if self.health_channel:
+                self.health_channel.listen()  # (a new master's, after USR2: from now on)
             if self.server.upgraded_from:
                 log.info("Upgrade: serving beside the old master (pid %d); TERM it to "
                          "finish", self.server.upgraded_from)

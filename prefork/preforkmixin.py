@@ -16,8 +16,9 @@ import logging
 import socket
 import sys
 
-from . import config, privileges
-from .listeners import AdoptedSocket, format_address, remove_stale_unix_socket
+from . import config, health, privileges
+from .listeners import (
+    AdoptedSocket, format_address, open_listener, parse_bind, remove_stale_unix_socket)
 from .loop import ServeLoop
 from .master import Master
 
@@ -42,7 +43,8 @@ class PreforkMixIn:
     stops the pool (quickly) and propagates from serve_forever(); one in a
     worker's hook ends that worker (at boot: a failed boot).  Two more say
     where the application's code comes from: load_app (in each worker) and
-    reload_config (in the master, on HUP).
+    reload_config (in the master, on HUP); open_health_listener, where the
+    health listener comes from.
 
     Several listeners: add_listener() adds a socket the workers accept on
     beside server.socket (all of one socket type, for the one handler).
@@ -174,6 +176,9 @@ class PreforkMixIn:
     def _accepting_requests(self):
         return self._role.accepting_requests()
 
+    def _next_turn_in(self):
+        return self._role.next_turn_in()
+
     def process_request(self, request, client_address):
         self._role.process_request(request, client_address)
 
@@ -247,6 +252,12 @@ class PreforkMixIn:
         the new master starts: the control socket (the command adds its
         pidfile)."""
         return [self.control_socket]
+
+    def open_health_listener(self):
+        """In the master, at start, with health_bind set: the health
+        listener's socket, bound and listening (health.py).  The command's
+        takes the one an old master handed over (USR2)."""
+        return open_listener(parse_bind(self.health_bind), health.BACKLOG)
 
     def reload_config(self):
         """In the master, on HUP, before anything else: read the settings

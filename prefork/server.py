@@ -59,6 +59,10 @@ class BaseServer:
                                ForkingMixIn.max_children, the prefork master)
     _wake_loop()               call it to start the loop's next turn now, e.g.
                                when _accepting_requests() changes; signal-safe
+    _next_turn_in()            may be overridden: the most seconds the loop may
+                               wait for the next turn (None: poll_interval),
+                               for what falls due at a time (the prefork
+                               master's drain_delay)
     _handle_request_noblock()  takes one request if there is one; returns True
                                if it did, so that the loop may take another
     _accept_batch              class variable: requests taken in a row while
@@ -127,6 +131,11 @@ class BaseServer:
     def _wake_loop(self):
         """Make serve_forever() start its next turn now.  Signal-handler safe."""
         self._serve_loop.wake()
+
+    def _next_turn_in(self):
+        """The most seconds serve_forever() may wait for its next turn; None:
+        poll_interval.  Override for something due at a given time."""
+        return None
 
     # -- one request ------------------------------------------------------
 

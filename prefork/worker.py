@@ -250,6 +250,10 @@ class Worker:
         accepting = getattr(self.framework, "_accepting_requests", None)
         return accepting() if accepting else True
 
+    def next_turn_in(self):
+        next_turn_in = getattr(self.framework, "_next_turn_in", None)
+        return next_turn_in() if next_turn_in else None
+
     def process_request(self, request, client_address):
         self.accepted += 1  # (the loop and the watcher of threads.py may race: >=)
         if self.max_requests and self.accepted >= self.max_requests:

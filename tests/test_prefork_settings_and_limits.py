@@ -198,6 +198,8 @@ INVALID = {
     "spare_min": [0, -1, True, 1.5, "2"],
     "spare_max": [0, -1, True, 1.5, "2"],
     "control_socket": ["", 5, b"/tmp/x.ctl"],
+    "health_bind": ["", 8001, "unix:/tmp/x", "udp://127.0.0.1:1", "fd://3", "[::1", ("h", 1)],
+    "drain_delay": [-1, NAN, "5", True],
     "user": ["no-such-user-pf", "", 5],
     "group": ["no-such-group-pf", "", 5],
 }
