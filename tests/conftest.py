@@ -1,14 +1,16 @@
 """The test-suite's pytest fixtures, built on tests/support.py (which holds
 every shared helper)."""
 
+import contextlib
 import os
 import shutil
 import signal
 import tempfile
 
+import psutil
 import pytest
 
-from support import Lab, Process
+from support import Lab, Process, set_subreaper
 
 
 @pytest.fixture
@@ -51,3 +53,20 @@ def started_file(unix_dir):
     appends one line per slow request there (see support.started_requests)."""
     path = os.path.join(unix_dir, "started")
     return path, {"PREFORK_TEST_STARTED_FILE": path}
+
+
+@pytest.fixture
+def subreaper():
+    """This test process adopts the orphans of its descendants (a new master
+    whose old master has exited, after USR2), so that their exit status can
+    be read (support.exit_code()).  Set it up before `spawn` -- name it first
+    in the test's arguments, or in a module's pytestmark usefixtures -- so that
+    it is torn down after spawn has killed every process; then the adopted
+    ones left are reaped."""
+    set_subreaper(True)
+    yield
+    set_subreaper(False)
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error, ChildProcessError):
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)

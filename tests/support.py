@@ -4,32 +4,37 @@ from here (never from one another).
 
 - waiting: wait_for, Background, serving
 - in-process framework servers: the server class lists, echo and command handlers, Lab
-- socket clients: family_of, recv_all, recv_line, recv_reply, exchange, hold,
-  release, request, echo, Reply, parse_reply, datagram_client, Load (also on
-  several addresses, with any client function, replies by phase), Requests,
-  assert_replies
+- socket clients: family_of, recv_all, recv_line, recv_reply, exchange, reset,
+  hold, release, request, echo, Reply, parse_reply, datagram_client, Load
+  (also on several addresses, with any client function, replies by phase),
+  Requests, assert_replies
 - processes: Process, start_app, wait_booted, start_booted, wait_log,
   closed_seconds, stop_server, children, live_children, assert_no_zombies,
-  wait_replaced, process_tree, gone, assert_tree_gone, port_is_free,
+  wait_replaced, process_tree, gone, assert_tree_gone, set_subreaper (the
+  `subreaper` fixture's), exit_code, listening_ports, port_is_free,
   started_requests, set_version
 - the prefork command: PREFORK, BOOTED, run_prefork, assert_one_line_error,
   printed_config, spawn_prefork, start_prefork, terminate, listening_addresses,
-  logged_addresses, parse_logged_address, booted_workers, wait_generation,
-  wait_reloaded, free_port, taken_port, connect, can_connect, facts, ask_on,
-  ask, connection_holder, http_get, write_config, file_lines, wait_lines,
+  logged_addresses, parse_logged_address, booted_workers, LOG_MESSAGE,
+  logged_messages, wait_generation, wait_reloaded, free_port, taken_port,
+  connect, can_connect, facts, ask_on, ask, connection_holder, http_get,
+  http_exchange, parse_http_response, write_config, file_lines, wait_lines,
   copy_app, SLOW_APP, write_slow_app
+- the health listener (--health-bind): health_address, health_request,
+  health, wait_health, HealthPoller
 - running as another user: python_runnable_as
 - operating a running master: status_json (the control socket, through
   `prefork status`); sd_notify as systemd receives it: notification_socket,
   notify_receiver, recv_notification
 
-Long (~1100 lines) on purpose: every helper the tests share lives here, so
+Long (~1300 lines) on purpose: every helper the tests share lives here, so
 that no test module imports from another and none repeats a helper.
 """
 
 import ast
 import collections
 import contextlib
+import ctypes
 import http.client
 import itertools
 import json
@@ -38,6 +43,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -297,6 +303,12 @@ def exchange(client, payload):
     """Send payload; the reply is everything up to EOF on a stream, one datagram otherwise."""
     client.sendall(payload)
     return recv_all(client) if client.type == socket.SOCK_STREAM else client.recv(65536)
+
+
+def reset(sock):
+    """Close sock with a TCP RST (SO_LINGER 0) rather than a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
 
 
 def hold(lab, server, count):
@@ -691,6 +703,35 @@ def assert_tree_gone(tree, timeout=5):
             from None
 
 
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def set_subreaper(on):
+    """Make this process a child subreaper (on: True) -- it adopts the orphans
+    of its descendants, such as a new master after USR2 once the old one has
+    exited, so that exit_code() can read their exit status -- or no longer
+    one (False); OSError if prctl() refuses.  The `subreaper` fixture
+    (conftest.py) does it for a test."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def exit_code(pid, timeout=10):
+    """The exit code of process pid -- a child of this process (adopted: see
+    set_subreaper()) -- once it has exited, waited for up to timeout seconds."""
+    def exited():
+        found, status = os.waitpid(pid, os.WNOHANG)
+        return (os.waitstatus_to_exitcode(status),) if found else None
+    return wait_for(exited, timeout=timeout, message=f"process {pid} to exit")[0]
+
+
+def listening_ports(pid):
+    """The TCP ports process pid listens on (its own descriptors, inherited ones too)."""
+    return {conn.laddr[1] for conn in psutil.Process(pid).net_connections("tcp")
+            if conn.status == psutil.CONN_LISTEN}
+
+
 def port_is_free(address):
     """Whether a new server can bind and listen on the TCP address (with
     SO_REUSEADDR, as allow_reuse_address does)."""
@@ -734,6 +775,7 @@ def set_version(module_path, old, new):
 
 PREFORK = [PYTHON, "-m", "prefork"]  # the command, as its console script runs it
 BOOTED = re.compile(r"Booted worker (\d+) \(pid (\d+), generation (\d+)\)")
+LOG_MESSAGE = re.compile(r"^\[[^\]]*\] \[(\d+)\] \[(\w+)\] (.*)$")  # [time] [pid] [LEVEL] text
 
 
 def run_prefork(*args, cwd=APPS, env=None, timeout=30, command=None):
@@ -852,6 +894,17 @@ def booted_workers(lines, generation=1):
         match = BOOTED.search(line)
         if match and int(match.group(3)) == generation:
             found[int(match.group(2))] = int(match.group(1))
+    return found
+
+
+def logged_messages(lines, pid):
+    """The messages (without time, pid and level) that process pid logged
+    among lines (of the output, or of an --error-logfile)."""
+    found = []
+    for line in lines:
+        match = LOG_MESSAGE.match(line.rstrip("\n"))
+        if match and int(match.group(1)) == pid:
+            found.append(match.group(3))
     return found
 
 
@@ -975,6 +1028,26 @@ def http_get(address, path="/"):
         connection.close()
 
 
+def http_exchange(address, raw, timeout=CLIENT_TIMEOUT):
+    """Send raw bytes on a new connection (see connect()) to an HTTP server;
+    everything it answered up to EOF."""
+    with connect(address, timeout) as sock:
+        return exchange(sock, raw)
+
+
+def parse_http_response(raw):
+    """(status line, {lower-case header name: value}, body bytes) of a raw
+    HTTP response; AssertionError if its head is not complete."""
+    head, separator, body = raw.partition(b"\r\n\r\n")
+    assert separator, f"no complete HTTP head: {raw!r}"
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status_line, headers, body
+
+
 def write_config(path, text):
     """Write text to the file at path (a config file, a module), replacing
     what was there; return the path as a str (for -c)."""
@@ -1038,6 +1111,97 @@ def write_slow_app(directory):
     "slow_app:Slow"."""
     write_config(os.path.join(directory, "slow_app.py"), SLOW_APP)
     return "slow_app:Slow"
+
+
+# -- the health listener -------------------------------------------------------------
+# The master's HTTP health checks (--health-bind, prefork/health.py): 200
+# "ready\n", 503 "booting\n" or 503 "draining\n".
+
+def health_address(process):
+    """The ("127.0.0.1", port) -- or Unix path -- of the master's `Health
+    listener at: ADDRESS (PID)` line (read so far, else waited for);
+    AssertionError unless PID is the master's."""
+    def is_health_line(line):
+        return "Health listener at: " in line
+
+    found = [line for line in process.lines if is_health_line(line)]
+    line = found[0] if found else process.readline_until(is_health_line)
+    text = line.split("Health listener at: ", 1)[1].strip()
+    address, _, pid = text.rpartition(" (")
+    assert pid == f"{process.pid})", line
+    return parse_logged_address(address)
+
+
+def health_request(method="GET", path="/healthz"):
+    """A request as Kubernetes' probe sends it."""
+    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: kube-probe/1.30\r\n"
+            "Accept: */*\r\nConnection: close\r\n\r\n").encode()
+
+
+def health(address, method="GET", path="/healthz", timeout=CLIENT_TIMEOUT):
+    """(status, body text) of a health check on a new connection."""
+    status_line, _, body = parse_http_response(
+        http_exchange(address, health_request(method, path), timeout))
+    return int(status_line.split()[1]), body.decode()
+
+
+def wait_health(address, expected, within):
+    """Poll health(address) until it answers `expected` (a (status, body)
+    pair); the seconds it took; AssertionError (with the last answers) if not
+    within `within` seconds."""
+    started = time.monotonic()
+    answers = []
+
+    def answered():
+        answers.append(health(address))
+        return answers[-1] == expected
+    try:
+        wait_for(answered, timeout=within, interval=0.005, message=f"health {expected}")
+    except AssertionError:
+        raise AssertionError(f"no {expected} within {within}s; last answers: {answers[-3:]}") \
+            from None
+    return time.monotonic() - started
+
+
+class HealthPoller:
+    """health(address) in a loop in a thread, `pace` s apart, from
+    construction until stop(): answers is [(time.monotonic() when sent,
+    (status, body) -- or repr(error) if it failed, refused or took over
+    `slow` seconds)].  A context manager whose exit stops it."""
+
+    def __init__(self, address, pace=0.005, slow=2.0):
+        self.answers = []
+        self._stopping = threading.Event()
+
+        def poll():
+            while not self._stopping.is_set():
+                sent = time.monotonic()
+                try:
+                    answer = health(address, timeout=CLIENT_TIMEOUT)
+                    if time.monotonic() - sent > slow:
+                        answer = f"slow: {time.monotonic() - sent:.2f}s for {answer}"
+                except Exception as error:  # noqa: BLE001 -- every failure counts
+                    answer = repr(error)
+                self.answers.append((sent, answer))
+                self._stopping.wait(pace)  # pacing, not waiting for a state
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+
+    def wait_for_answers(self, count, since=0.0):
+        """Wait until `count` answers were sent after the monotonic time `since`."""
+        wait_for(lambda: sum(sent > since for sent, _ in self.answers) >= count,
+                 message=f"{count} health answers")
+
+    def stop(self):
+        self._stopping.set()
+        self._thread.join(CLIENT_TIMEOUT + 1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
 
 
 # -- operating a running master -------------------------------------------------------

@@ -20,24 +20,22 @@ read from the `Health listener at:` line):
 """
 
 import contextlib
-import ctypes
 import os
 import re
 import signal
 import socket
-import struct
-import threading
 import time
 
 import psutil
 import pytest
 
 from support import (
-    CLIENT_TIMEOUT, ask, assert_one_line_error, assert_tree_gone, booted_workers, can_connect,
-    connect, free_port, live_children, parse_logged_address, port_is_free, printed_config,
-    process_tree, recv_all, recv_line, run_prefork, spawn_prefork, start_prefork, status_json,
-    taken_port, terminate, wait_booted, wait_for, wait_log, wait_reloaded, write_config,
-    write_slow_app)
+    CLIENT_TIMEOUT, HealthPoller, ask, assert_one_line_error, assert_tree_gone, booted_workers,
+    can_connect, connect, exit_code, free_port, health, health_address, health_request,
+    http_exchange, listening_ports, live_children, logged_messages, parse_http_response,
+    port_is_free, printed_config, process_tree, recv_all, recv_line, reset, run_prefork,
+    spawn_prefork, start_prefork, status_json, taken_port, terminate, wait_booted, wait_for,
+    wait_health, wait_log, wait_reloaded, write_config, write_slow_app)
 
 APP = "command_apps:Echo"
 HEALTH = ("--health-bind", "127.0.0.1:0")
@@ -47,96 +45,7 @@ DRAINING = (503, "draining\n")
 DRAIN_LINE = "Draining for 1.5 s: health checks answer 503, still serving"
 
 
-# -- helpers (to move to support.py) -----------------------------------------------------
-
-def health_address(process):
-    """The ("127.0.0.1", port) of the master's `Health listener at: ADDRESS
-    (PID)` line (read so far, else waited for); AssertionError unless PID is
-    the master's."""
-    def is_health_line(line):
-        return "Health listener at: " in line
-
-    found = [line for line in process.lines if is_health_line(line)]
-    line = found[0] if found else process.readline_until(is_health_line)
-    text = line.split("Health listener at: ", 1)[1].strip()
-    address, _, pid = text.rpartition(" (")
-    assert pid == f"{process.pid})", line
-    return parse_logged_address(address)
-
-
-def health_request(method="GET", path="/healthz"):
-    """A request as Kubernetes' probe sends it."""
-    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: kube-probe/1.30\r\n"
-            "Accept: */*\r\nConnection: close\r\n\r\n").encode()
-
-
-def health_exchange(address, data, timeout=CLIENT_TIMEOUT):
-    """Send data on a new connection to the health listener; everything it
-    answered up to EOF."""
-    with socket.create_connection(address, timeout=timeout) as sock:
-        sock.sendall(data)
-        return recv_all(sock)
-
-
-def parse_response(raw):
-    """(status line, {lower-case header name: value}, body bytes) of an HTTP response."""
-    head, separator, body = raw.partition(b"\r\n\r\n")
-    assert separator, f"no complete HTTP head: {raw!r}"
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return status_line, headers, body
-
-
-def health(address, method="GET", path="/healthz", timeout=CLIENT_TIMEOUT):
-    """(status, body text) of a health check on a new connection."""
-    status_line, _, body = parse_response(
-        health_exchange(address, health_request(method, path), timeout))
-    return int(status_line.split()[1]), body.decode()
-
-
-class HealthPoller:
-    """health(address) in a loop in a thread, `pace` s apart, from
-    construction until stop(): answers is [(time.monotonic() when sent,
-    (status, body) -- or repr(error) if it failed, refused or took over
-    `slow` seconds)].  A context manager whose exit stops it."""
-
-    def __init__(self, address, pace=0.005, slow=2.0):
-        self.answers = []
-        self._stopping = threading.Event()
-
-        def poll():
-            while not self._stopping.is_set():
-                sent = time.monotonic()
-                try:
-                    answer = health(address, timeout=CLIENT_TIMEOUT)
-                    if time.monotonic() - sent > slow:
-                        answer = f"slow: {time.monotonic() - sent:.2f}s for {answer}"
-                except Exception as error:  # noqa: BLE001 -- every failure counts
-                    answer = repr(error)
-                self.answers.append((sent, answer))
-                self._stopping.wait(pace)  # pacing, not waiting for a state
-
-        self._thread = threading.Thread(target=poll, daemon=True)
-        self._thread.start()
-
-    def wait_for_answers(self, count, since=0.0):
-        """Wait until `count` answers were sent after the monotonic time `since`."""
-        wait_for(lambda: sum(sent > since for sent, _ in self.answers) >= count,
-                 message=f"{count} health answers")
-
-    def stop(self):
-        self._stopping.set()
-        self._thread.join(CLIENT_TIMEOUT + 1)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.stop()
-
+# -- helpers (the general ones are in support.py: the health listener) --------------------
 
 def start_health(spawn, *args, app=APP, workers=2, **kwargs):
     """start_prefork() with a health listener on port 0 and args: (process,
@@ -145,46 +54,13 @@ def start_health(spawn, *args, app=APP, workers=2, **kwargs):
     return process, addresses[0], health_address(process)
 
 
-LOG_LINE = re.compile(r"^\[[^\]]*\] \[(\d+)\] \[(\w+)\] (.*)$")
-
-
-def messages(lines, pid):
-    """The messages (without time, pid and level) that process pid logged among lines."""
-    found = []
-    for line in lines:
-        match = LOG_LINE.match(line.rstrip("\n"))
-        if match and int(match.group(1)) == pid:
-            found.append(match.group(3))
-    return found
-
-
-def wait_answer(address, expected, within):
-    """Poll health(address) until it answers `expected`; the seconds it took;
-    AssertionError (with the last answer) if not within `within` seconds."""
-    started = time.monotonic()
-    answers = []
-
-    def answered():
-        answers.append(health(address))
-        return answers[-1] == expected
-    try:
-        wait_for(answered, timeout=within, interval=0.005, message=f"health {expected}")
-    except AssertionError:
-        raise AssertionError(f"no {expected} within {within}s; last answers: {answers[-3:]}") \
-            from None
-    return time.monotonic() - started
-
-
-def listening_ports(pid):
-    """The TCP ports process pid listens on (its own descriptors, inherited ones too)."""
-    return {conn.laddr[1] for conn in psutil.Process(pid).net_connections("tcp")
-            if conn.status == psutil.CONN_LISTEN}
-
-
-def reset(sock):
-    """Close sock with a TCP RST (SO_LINGER 0) rather than a FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
+def start_ready(spawn, unix_dir):
+    """start_health() with a control socket in unix_dir, once health answers
+    ready: (process, the app's address, the health address, the control path)."""
+    control = os.path.join(unix_dir, "ctl")
+    process, app, address = start_health(spawn, "--control", control)
+    wait_health(address, READY, within=2)
+    return process, app, address, control
 
 
 def assert_healthy(process, app, address, control=None):
@@ -196,33 +72,6 @@ def assert_healthy(process, app, address, control=None):
     assert ask(app)["pid"] in live_children(process.pid)
     if control:
         assert status_json("--control", control)["master"]["pid"] == process.pid
-
-
-PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
-
-
-@pytest.fixture
-def subreaper():
-    """This process adopts its descendants' orphans (a new master after USR2
-    once the old one has exited), so that their exit status can be read
-    (exit_code()) and no zombie is left.  Name it before `spawn` in a test's
-    arguments: set up first, torn down after spawn has killed everything."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    yield
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-    for child in psutil.Process().children():
-        with contextlib.suppress(psutil.Error, ChildProcessError):
-            if child.status() == psutil.STATUS_ZOMBIE:
-                os.waitpid(child.pid, os.WNOHANG)
-
-
-def exit_code(pid, timeout=10):
-    """The exit code of process pid, an (adopted) child of this process."""
-    def exited():
-        found, status = os.waitpid(pid, os.WNOHANG)
-        return (os.waitstatus_to_exitcode(status),) if found else None
-    return wait_for(exited, timeout=timeout, message=f"process {pid} to exit")[0]
 
 
 # -- the answers ---------------------------------------------------------------------------
@@ -254,7 +103,7 @@ def test_booting_until_every_first_worker_serves_then_ready(spawn, tmp_path):
 
     (tmp_path / "gate-2").touch()
     wait_log(process, "Booted worker 2 ")
-    assert wait_answer(address, READY, within=2) < 2
+    assert wait_health(address, READY, within=2) < 2
     assert [health(address) for _ in range(5)] == [READY] * 5
     terminate(process)
 
@@ -262,19 +111,19 @@ def test_booting_until_every_first_worker_serves_then_ready(spawn, tmp_path):
 @pytest.mark.timeout(20)
 def test_ready_answers_get_and_head_on_any_path_with_exact_headers(spawn):
     process, app, address = start_health(spawn)
-    wait_answer(address, READY, within=2)
+    wait_health(address, READY, within=2)
 
     for path in ("/", "/healthz", "/any/where?probe=1"):
-        status_line, headers, body = parse_response(
-            health_exchange(address, health_request("GET", path)))
+        status_line, headers, body = parse_http_response(
+            http_exchange(address, health_request("GET", path)))
         assert status_line == "HTTP/1.0 200 OK"
         assert headers["connection"] == "close"
         assert headers["content-type"] == "text/plain"
         assert headers["content-length"] == "6"
         assert body == b"ready\n"
 
-        status_line, headers, body = parse_response(
-            health_exchange(address, health_request("HEAD", path)))
+        status_line, headers, body = parse_http_response(
+            http_exchange(address, health_request("HEAD", path)))
         assert status_line == "HTTP/1.0 200 OK"
         assert headers["connection"] == "close"
         assert headers["content-type"] == "text/plain"
@@ -282,8 +131,8 @@ def test_ready_answers_get_and_head_on_any_path_with_exact_headers(spawn):
         assert body == b""  # HEAD: the head only
 
         # A bare HTTP/1.0 request line, as HAProxy's `option httpchk` sends it.
-        status_line, _, body = parse_response(
-            health_exchange(address, f"GET {path} HTTP/1.0\r\n\r\n".encode()))
+        status_line, _, body = parse_http_response(
+            http_exchange(address, f"GET {path} HTTP/1.0\r\n\r\n".encode()))
         assert (status_line, body) == ("HTTP/1.0 200 OK", b"ready\n")
     assert ask(app)["pid"] in live_children(process.pid)
     terminate(process)
@@ -308,7 +157,7 @@ def test_reloads_keep_answering_ready_throughout(spawn, tmp_path):
     config = write_config(tmp_path / "prefork.conf.py", RELOADABLE)
     process, _ = start_prefork(spawn, *HEALTH, APP, config=config, workers=2)
     address = health_address(process)
-    wait_answer(address, READY, within=2)
+    wait_health(address, READY, within=2)
 
     with HealthPoller(address) as poller:
         poller.wait_for_answers(5)
@@ -336,7 +185,7 @@ def assert_drains_while_serving(process, app, address, stop_at, until):
     """From stop_at on (a graceful stop just asked for): health says 503
     draining within 0.3 s; then, until the monotonic time `until`, every
     health check says so and the app answers every new connection."""
-    assert wait_answer(address, DRAINING, within=0.3) < 0.3
+    assert wait_health(address, DRAINING, within=0.3) < 0.3
     served = 0
     while time.monotonic() < until:
         assert process.popen.poll() is None, "the master exited during the drain delay"
@@ -349,7 +198,7 @@ def assert_drains_while_serving(process, app, address, stop_at, until):
 @pytest.mark.timeout(20)
 def test_term_with_a_drain_delay_answers_503_and_serves_then_stops(spawn):
     process, app, address = start_health(spawn, "--drain-delay", "1.5")
-    wait_answer(address, READY, within=2)
+    wait_health(address, READY, within=2)
     tree = process_tree(process.pid)
 
     term_at = time.monotonic()
@@ -362,21 +211,21 @@ def test_term_with_a_drain_delay_answers_503_and_serves_then_stops(spawn):
     assert_tree_gone(tree)
     assert port_is_free(app) and port_is_free(address)
     output = process.output()
-    assert DRAIN_LINE in messages(output.splitlines(), process.pid), output
+    assert DRAIN_LINE in logged_messages(output.splitlines(), process.pid), output
 
 
 @pytest.mark.timeout(20)
 def test_term_without_delay_answers_draining_while_a_slow_request_finishes(spawn, tmp_path):
     slow_app = write_slow_app(tmp_path)
     process, app, address = start_health(spawn, app=slow_app, cwd=str(tmp_path))
-    wait_answer(address, READY, within=2)
+    wait_health(address, READY, within=2)
     tree = process_tree(process.pid)
 
     with connect(app) as held:
         held.sendall(b"hold\n")
         assert recv_line(held) == b"holding\n"
         os.kill(process.pid, signal.SIGTERM)
-        assert wait_answer(address, DRAINING, within=0.3) < 0.3
+        assert wait_health(address, DRAINING, within=0.3) < 0.3
         # The held request keeps its worker, and the master, there: still draining.
         wait_log(process, "Stopping (graceful)")
         for _ in range(10):
@@ -396,7 +245,7 @@ def test_int_or_quit_during_the_drain_delay_stops_at_once(spawn, name):
     tree = process_tree(process.pid)
     os.kill(process.pid, signal.SIGTERM)
     wait_log(process, f"[{process.pid}] [", "Draining for 10")
-    wait_answer(address, DRAINING, within=0.3)
+    wait_health(address, DRAINING, within=0.3)
 
     quick_at = time.monotonic()
     os.kill(process.pid, getattr(signal, "SIG" + name))
@@ -433,7 +282,7 @@ def test_term_hup_ttin_ttou_usr2_during_the_drain_delay_are_logged_and_ignored(s
 def test_ctl_stop_drains_as_term_does(spawn, unix_dir):
     control = os.path.join(unix_dir, "ctl")
     process, app, address = start_health(spawn, "--drain-delay", "1.5", "--control", control)
-    wait_answer(address, READY, within=2)
+    wait_health(address, READY, within=2)
     tree = process_tree(process.pid)
 
     stop_at = time.monotonic()
@@ -443,16 +292,14 @@ def test_ctl_stop_drains_as_term_does(spawn, unix_dir):
     assert process.wait(5) == 0
     assert_tree_gone(tree)
     output = process.output()
-    assert DRAIN_LINE in messages(output.splitlines(), process.pid), output
+    assert DRAIN_LINE in logged_messages(output.splitlines(), process.pid), output
 
 
 # -- faults on the health port -------------------------------------------------------------
 
 @pytest.mark.timeout(20)
 def test_a_silent_client_is_closed_after_2_s_and_delays_nobody(spawn, unix_dir):
-    control = os.path.join(unix_dir, "ctl")
-    process, app, address = start_health(spawn, "--control", control)
-    wait_answer(address, READY, within=2)
+    process, app, address, control = start_ready(spawn, unix_dir)
 
     silent = socket.create_connection(address, timeout=6)
     partial = socket.create_connection(address, timeout=6)
@@ -478,11 +325,9 @@ def test_a_silent_client_is_closed_after_2_s_and_delays_nobody(spawn, unix_dir):
     b"\xff\xfe\xfd / HTTP/1.1\r\n\r\n",
 ], ids=["word", "binary", "method-only", "binary-method"])
 def test_garbage_gets_400_bad_request(spawn, unix_dir, garbage):
-    control = os.path.join(unix_dir, "ctl")
-    process, app, address = start_health(spawn, "--control", control)
-    wait_answer(address, READY, within=2)
+    process, app, address, control = start_ready(spawn, unix_dir)
 
-    status_line, headers, body = parse_response(health_exchange(address, garbage))
+    status_line, headers, body = parse_http_response(http_exchange(address, garbage))
     assert (status_line, body) == ("HTTP/1.0 400 Bad Request", b"bad request\n")
     assert headers["connection"] == "close"
     assert_healthy(process, app, address, control)
@@ -491,9 +336,7 @@ def test_garbage_gets_400_bad_request(spawn, unix_dir, garbage):
 
 @pytest.mark.timeout(20)
 def test_clients_that_reset_mid_request_or_before_the_answer(spawn, unix_dir):
-    control = os.path.join(unix_dir, "ctl")
-    process, app, address = start_health(spawn, "--control", control)
-    wait_answer(address, READY, within=2)
+    process, app, address, control = start_ready(spawn, unix_dir)
 
     for data in (b"GET /hea", health_request(), b""):
         for _ in range(10):
@@ -508,9 +351,7 @@ def test_clients_that_reset_mid_request_or_before_the_answer(spawn, unix_dir):
 
 @pytest.mark.timeout(20)
 def test_fifty_clients_at_once_that_never_read(spawn, unix_dir):
-    control = os.path.join(unix_dir, "ctl")
-    process, app, address = start_health(spawn, "--control", control)
-    wait_answer(address, READY, within=2)
+    process, app, address, control = start_ready(spawn, unix_dir)
 
     with contextlib.ExitStack() as clients:
         for index in range(50):
@@ -527,9 +368,7 @@ def test_fifty_clients_at_once_that_never_read(spawn, unix_dir):
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("size", [5000, 1 << 20], ids=["5KiB-line", "1MiB-no-newline"])
 def test_a_request_line_over_4_kib_gets_400_or_is_closed(spawn, unix_dir, size):
-    control = os.path.join(unix_dir, "ctl")
-    process, app, address = start_health(spawn, "--control", control)
-    wait_answer(address, READY, within=2)
+    process, app, address, control = start_ready(spawn, unix_dir)
     rss_before = psutil.Process(process.pid).memory_info().rss
 
     if size < 65536:
@@ -545,7 +384,7 @@ def test_a_request_line_over_4_kib_gets_400_or_is_closed(spawn, unix_dir, size):
             answer = recv_all(sock)
     assert time.monotonic() - sent_at < 3.5  # answered or closed, not left hanging
     if answer:
-        status_line, _, body = parse_response(answer)
+        status_line, _, body = parse_http_response(answer)
         assert (status_line, body) == ("HTTP/1.0 400 Bad Request", b"bad request\n")
     # It read no more than a line's worth: nothing like the 1 MiB kept.
     assert psutil.Process(process.pid).memory_info().rss - rss_before < 4 << 20
@@ -567,7 +406,7 @@ def test_usr2_upgrade_never_takes_the_host_out_of_rotation(subreaper, spawn, tmp
     old = process.pid
     old_tree = process_tree(old)
     assert health_address(process) == address
-    wait_answer(address, READY, within=2)
+    wait_health(address, READY, within=2)
 
     with HealthPoller(address) as poller:
         poller.wait_for_answers(10)
@@ -654,9 +493,7 @@ def test_a_unix_health_bind_serves_or_is_refused_in_one_line(spawn, unix_dir):
         wait_booted(process, 1)
 
         def ready():
-            with connect(path) as sock:
-                sock.sendall(health_request())
-                return parse_response(recv_all(sock))[2] == b"ready\n"
+            return parse_http_response(http_exchange(path, health_request()))[2] == b"ready\n"
         wait_for(ready, timeout=3, message="ready on the Unix health socket")
         terminate(process)
 

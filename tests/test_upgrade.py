@@ -22,7 +22,6 @@ subreaper for the test) so that the new master's exit status can be read.
 """
 
 import contextlib
-import ctypes
 import os
 import signal
 
@@ -31,43 +30,14 @@ import pytest
 
 from support import (
     Load, ask, ask_on, assert_tree_gone, booted_workers, connect, connection_holder, copy_app,
-    file_lines, free_port, live_children, notify_receiver, recv_notification, start_prefork,
-    status_json, wait_booted, wait_for, wait_log, write_config)
+    exit_code, file_lines, free_port, live_children, notify_receiver, recv_notification,
+    start_prefork, status_json, wait_booted, wait_for, wait_log, write_config)
+
+# Every test: this process adopts a new master once its old one has exited
+# (conftest.py's subreaper, set up before spawn), for exit_code().
+pytestmark = pytest.mark.usefixtures("subreaper")
 
 # -- helpers -----------------------------------------------------------------------------
-
-PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
-
-
-def _set_subreaper(on):
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-
-
-@pytest.fixture(autouse=True)
-def subreaper():
-    """This test process adopts the orphans of its descendants (a new master
-    whose old master has exited), so that their exit status can be read
-    (exit_code()).  Autouse: set up before the spawn fixture, so torn down
-    after it has killed every process; then the adopted ones left are reaped."""
-    _set_subreaper(True)
-    yield
-    _set_subreaper(False)
-    for child in psutil.Process().children():
-        with contextlib.suppress(psutil.Error, ChildProcessError):
-            if child.status() == psutil.STATUS_ZOMBIE:
-                os.waitpid(child.pid, os.WNOHANG)
-
-
-def exit_code(pid, timeout=10):
-    """The exit code of process pid -- a child of this process (adopted, see
-    subreaper) -- once it has exited, waited for up to timeout seconds."""
-    def exited():
-        found, status = os.waitpid(pid, os.WNOHANG)
-        return (os.waitstatus_to_exitcode(status),) if found else None
-    return wait_for(exited, timeout=timeout, message=f"process {pid} to exit")[0]
-
 
 class Server:
     """The command serving command_apps:Echo from tmp_path on 127.0.0.1:port
