@@ -187,8 +187,7 @@ class Master:
             self.control = None
         self.close_health()
         self.framework.server_close()
-        for listener in self.server.listeners:
-            listener.close()
+        self.close_listeners()
         self.commands.restore_signals()
         if self.scoreboard is not None and not len(self.pool):
             self.scoreboard.close()
@@ -389,8 +388,16 @@ class Master:
         sig = signal.SIGTERM if self.stop_mode is StopMode.GRACEFUL else signal.SIGQUIT
         for record in self.pool:
             record.retire = record.retire or Retire.STOP
+            self.scoreboard.server_stops(record.slot)
             self.ask_to_stop(record, sig)
+        self.close_listeners()  # new connections refused from now on (see Worker.serve)
         self.server._serve_loop.request_stop()
+
+    def close_listeners(self):
+        """Close the master's copies of the listeners (the files stay until
+        server_close(): a new master may have them, see handing_over)."""
+        for listener in self.server.listeners:
+            listener.close()
 
     def handing_over(self):
         """Whether a new master (USR2) serves, or boots, on our sockets."""

@@ -44,6 +44,7 @@ class Slot(ctypes.Structure):
         ("heartbeat", ctypes.c_double),   # last sign of life of the worker's loop
         ("request_started", ctypes.c_double),  # oldest request in flight, 0: none
         ("error", ctypes.c_char * ERROR_SIZE),  # why the worker failed to boot
+        ("server_stops", ctypes.c_int32),  # set by the master: its stop is the whole server's
     ]
 
 
@@ -114,6 +115,11 @@ class Scoreboard:
     def release(self, index):
         self._slots[index].state = SlotState.FREE
 
+    def server_stops(self, index):
+        """Tell worker `index`, before its TERM, that the whole server stops
+        (not a reload's retirement): see SlotWriter.server_stops."""
+        self._slots[index].server_stops = 1
+
     def writer(self, index, threaded):
         """The worker's side of slot `index`: a SlotWriter, or a
         ThreadedSlotWriter for a server whose requests run in threads."""
@@ -136,6 +142,11 @@ class SlotWriter:
         """The worker is about to serve."""
         self.slot.pid = pid
         self.set_state(SlotState.IDLE)
+
+    def server_stops(self):
+        """Whether the master marked this stop as the whole server's: then no
+        other worker takes the connections this one leaves in the queue."""
+        return bool(self.slot.server_stops)
 
     def failed_to_boot(self, text):
         self.slot.error = text.encode("utf-8", "replace")[:ERROR_SIZE - 1]

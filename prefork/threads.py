@@ -171,8 +171,11 @@ class RequestThreads:
         server = self._server
         while (self.inline_since == since and not self._closed
                and server._serve_loop.serving):
-            if (server._accepting_requests()
-                    and select.select([server], [], [], STALL)[0]):
+            try:
+                ready = server._accepting_requests() and select.select([server], [], [], STALL)[0]
+            except (OSError, ValueError):
+                return  # the listener was closed: the worker is stopping
+            if ready:
                 server._handle_request_noblock()  # -> dispatch() -> a thread
             else:
                 select.select([], [], [], STALL)

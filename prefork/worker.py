@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import sys
 import threading
 from time import monotonic
@@ -211,9 +212,23 @@ class Worker:
             return
         log.info("Worker %d (pid %d) stopping: %s", self.info.number, self.info.pid, why)
         self.server._serve_loop.request_stop()
+        if self.slot is not None and self.slot.server_stops():  # (not a reload's)
+            self.close_listeners()
         self.connections.stop()
         self.signal_request_children(signal.SIGTERM)
         self.server.worker_stopping(self.info)
+
+    def close_listeners(self):
+        """Close this process's copies of the stream listeners, taking no more
+        connections: when the whole server stops, once every process has (the
+        master too), a new connection is refused -- a balancer retries it
+        elsewhere -- rather than queued until the last of them exits, then
+        reset.  Not on a reload: a connection the kernel woke this worker
+        for (EPOLLEXCLUSIVE) would wait in the queue, no other worker woken.
+        Datagram sockets stay open: the requests in flight answer on them."""
+        if self.server.socket_type == socket.SOCK_STREAM:
+            for sock in self.server.listeners:
+                sock.close()
 
     def exit(self, status):
         """Run the worker_exit hook, flush the logs, leave (no clean-up of the
@@ -315,6 +330,7 @@ class Worker:
         request, leaves the slot alone, and hears only its own connection."""
         self.in_request_child = True
         self.stop_not_begun = [True]  # its own stop: when its worker passes the TERM on
+        self.close_listeners()
         self.connections.forked()
 
     def arm_request_alarm(self, client_address):

@@ -32,9 +32,9 @@ import pytest
 
 import prefork
 from support import (
-    CLIENT_TIMEOUT, Load, Requests, assert_no_zombies, assert_tree_gone, echo, gone,
-    live_children, port_is_free, process_tree, start_booted, started_requests, wait_booted,
-    wait_for, wait_log, wait_replaced)
+    CLIENT_TIMEOUT, Load, Requests, assert_no_zombies, assert_tree_gone, connect, echo, gone,
+    live_children, port_is_free, process_tree, recv_line, start_booted, start_prefork,
+    started_requests, wait_booted, wait_for, wait_log, wait_replaced, write_slow_app)
 
 QUICK = ("--set", "graceful_timeout=10", "--set", "boot_timeout=5")
 STALL = 0.3  # seconds: a request slower than this during a reload was stalled
@@ -288,14 +288,15 @@ def started_pids(path, count):
         return [int(line.split()[0]) for line in f.read().splitlines()[:count]]
 
 
-SELECT_SYSCALLS = {"x86_64": {"23", "270"}, "aarch64": {"72"}}  # select, pselect6
+POLL_SYSCALLS = {"x86_64": {"7", "271"}, "aarch64": {"73"}}  # poll, ppoll
 
 
 def wait_until_waiting_for_workers(pid):
-    """Wait until the master blocks in select(): server_close() waiting for
-    its workers to exit (its serve loop polls with epoll instead).  Read from
-    /proc/PID/syscall; on another architecture, return at once."""
-    numbers = SELECT_SYSCALLS.get(platform.machine())
+    """Wait until the master blocks in poll(): server_close() waiting for its
+    workers to exit (ServeLoop.serve_readers; its serve loop polls with epoll
+    instead).  Read from /proc/PID/syscall; on another architecture, return
+    at once."""
+    numbers = POLL_SYSCALLS.get(platform.machine())
     if not numbers:
         return
 
@@ -462,3 +463,29 @@ def test_worker_stopped_mid_request_is_killed_a_long_request_is_not(spawn, start
     assert process.stop(signal.SIGTERM) == 0
     assert f"(pid {busy})" not in "".join(
         line for line in process.output().splitlines(True) if "Killing" in line)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["sync", "threading", "forking"])
+def test_a_graceful_stop_refuses_new_connections_while_requests_finish(spawn, tmp_path, kind):
+    """From the start of a graceful stop, a new connection is refused -- a
+    load balancer retries it on another host -- not queued until the last
+    worker exits and then reset; the request in flight still gets its answer."""
+    app = write_slow_app(tmp_path)
+    process, (address,) = start_prefork(spawn, "-k", kind, app, workers=1, cwd=tmp_path)
+    with connect(address) as held:
+        held.sendall(b"hold\n")
+        assert recv_line(held) == b"holding\n"  # in flight in the worker
+        process.popen.send_signal(signal.SIGTERM)
+        wait_log(process, "Stopping (graceful)")
+
+        def refused():
+            try:
+                with connect(address):
+                    return False
+            except ConnectionRefusedError:
+                return True
+        wait_for(refused, timeout=2, message="a new connection refused")
+        held.sendall(b"go on\n")
+        assert recv_line(held) == b"ok\n"
+    assert process.wait() == 0
