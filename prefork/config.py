@@ -178,6 +178,9 @@ SETTINGS = {s.name: s for s in [
             "workers"),
     _server("inline_quick_requests", True, bool,
             "threading workers run quick requests in the loop's own thread", "workers"),
+    _server("adaptive_threads", True, bool, "threading workers take no more requests while "
+            "one keeps the GIL busy -- leaving them to workers with a core to spare -- and "
+            "run CPU-bound requests one at a time", "workers"),
     _server("block_on_close", True, bool,
             "server_close() waits for the workers (and each worker for its requests)",
             "workers"),

@@ -106,8 +106,11 @@ class ThreadingMixIn:
     reuse_threads: keep each request thread alive to serve later requests --
     a pool that grows to the peak concurrency (bounded by max_threads).
     inline_quick_requests: while requests are quick, run them in the serve
-    loop's own thread, as a synchronous server would (see threads.py).  Both
-    False, as in the standard library; PreforkMixIn turns them on.
+    loop's own thread, as a synchronous server would (see threads.py).
+    adaptive_threads: while a request thread keeps the GIL busy, take no
+    more requests -- leave them to workers with a core to spare -- and run
+    the next inline (see threads.py).  All three False, as in the standard
+    library; PreforkMixIn turns them on.
     """
 
     # Decides how threads will act upon termination of the main process.
@@ -117,6 +120,7 @@ class ThreadingMixIn:
     max_threads = None
     reuse_threads = False
     inline_quick_requests = False
+    adaptive_threads = False
     # Back to waiting at once after each accept: the request threads need the GIL.
     _accept_batch = 1
 
@@ -142,18 +146,18 @@ class ThreadingMixIn:
                 self.shutdown_request(request)
             survived = True
         finally:
-            still_running = self._request_threads().finished(
-                monotonic() - started, survived)
-            if self.max_threads is not None and still_running == self.max_threads - 1:
-                self._wake_loop()  # it was full: accept again
+            if self._request_threads().finished(monotonic() - started, survived):
+                self._wake_loop()  # it paused: it may accept again
 
     def process_request(self, request, client_address):
         """Start a new thread to process the request (or see threads.py)."""
         self._request_threads().dispatch(request, client_address)
 
     def _accepting_requests(self):
-        return (self.max_threads is None
-                or self._request_threads().running < self.max_threads)
+        return self._request_threads().accepting()
+
+    def _next_turn_in(self):
+        return self._request_threads().next_look_in()
 
     def server_close(self):
         super().server_close()

@@ -62,7 +62,8 @@ class BaseServer:
     _next_turn_in()            may be overridden: the most seconds the loop may
                                wait for the next turn (None: poll_interval),
                                for what falls due at a time (the prefork
-                               master's drain_delay)
+                               master's drain_delay, ThreadingMixIn's hold
+                               with adaptive_threads)
     _handle_request_noblock()  takes one request if there is one; returns True
                                if it did, so that the loop may take another
     _accept_batch              class variable: requests taken in a row while

@@ -14,6 +14,27 @@ options make a threading server (a prefork worker, typically) cheaper:
   client, say) for STALL, a watcher thread accepts in the loop's place,
   handing requests to threads, until the loop's thread is back.
 
+adaptive_threads (with inline_quick_requests) bounds how many requests a
+worker takes at once by what its core can serve.  A process runs Python on
+one core at a time (the GIL): once a request thread keeps the GIL busy,
+another request would only queue behind it -- and threads taking turns on
+the GIL cost CPU of their own.  So, while requests are in flight, the loop
+asks the GIL before it accepts: it lets go of it and takes it back
+(time.sleep(0)).  Back within GIL_BUSY, the threads mostly wait on I/O: the
+worker accepts, up to max_threads.  Later, a thread ran Python all that
+time: the worker leaves new connections in the kernel's queue, for a worker
+with a core to spare, until one of its requests ends -- or HOLD passes (it
+then takes one anyway: no other worker did) -- and its requests count as
+CPU-bound: the next one it takes with none in flight runs inline, as in a
+synchronous worker, and so do the ones after it, until one, alone, shows it
+was not on the CPU for CPU_BOUND of its time: the next one goes to a thread
+again.  So CPU-bound requests get one in flight
+per worker, I/O-bound ones as many as they need.  Requests that last LONG
+on average, or of which none has ended yet -- long-lived connections -- are
+taken as they come: one left queued would wait for another to end.  With
+no request in flight the GIL is not asked: idle and quick servers pay
+nothing.
+
 A request that raises what is not an Exception (sys.exit(), say) ends its
 thread, as in the standard library: a pooled thread leaves the pool.  An
 inline request ends as if it had a thread of its own -- reported through
@@ -25,12 +46,16 @@ import select
 import sys
 import threading
 from queue import SimpleQueue
-from time import monotonic
+from time import monotonic, sleep, thread_time
 
 QUICK = 0.001    # seconds: requests this quick, on average, run in the loop's thread
 STALL = 0.01     # seconds an inline request may hold the loop before the watcher steps in
 DECAY = 0.1      # weight of the newest request in the average
 IDLE_CHECKS = 100  # the watcher sleeps after this many checks without an inline request
+GIL_BUSY = 0.001  # seconds: a GIL given up and taken back this late was busy (adaptive_threads)
+HOLD = 0.005     # seconds a busy worker leaves connections queued before it takes one anyway
+CPU_BOUND = 0.25  # share of its time on the CPU that makes an inline request CPU-bound
+LONG = 0.5       # seconds: requests this long on average are long-lived connections
 
 
 class RequestThreads:
@@ -52,13 +77,60 @@ class RequestThreads:
         self._watcher_sleeping = False
         self._wake_watcher = threading.Event()
         self._closed = False
+        self.cpu_bound = False    # the next request with none in flight runs inline
+        self.paused = False       # the loop does not accept (until a request ends)
+        self.held_since = 0.0     # paused for a busy GIL since; 0: not
+
+    # -- whether to take more: max_threads, adaptive_threads -----------------
+
+    def accepting(self):
+        """Whether the loop may take another request now; it asks before each
+        accept (ThreadingMixIn._accepting_requests)."""
+        server = self._server
+        if server.max_threads is not None and self.running >= server.max_threads:
+            return self._pause(held=False)  # the next request to end wakes the loop
+        if not (server.adaptive_threads and self.running and 0 < self.average < LONG):
+            # Nothing in flight; or long-lived connections (none has ended yet,
+            # or they last long): one queued would wait for one to end.
+            return self._resume()
+        asked = monotonic()
+        sleep(0)  # let go of the GIL: a runnable request thread takes it
+        now = monotonic()
+        if now - asked < GIL_BUSY:
+            return self._resume()
+        self.cpu_bound = True  # (until a request, alone, shows it waited)
+        if self.held_since and now - self.held_since >= HOLD:
+            # Watch the listener again (no timer while watching): a connection
+            # left queued so long, no other worker took: take it.
+            return self._resume()
+        return self._pause(held=True)
+
+    def _pause(self, held):
+        self.paused = True
+        if not held:
+            self.held_since = 0.0
+        elif not self.held_since:
+            self.held_since = monotonic()
+        return False
+
+    def _resume(self):
+        self.paused = False
+        self.held_since = 0.0
+        return True
+
+    def next_look_in(self):
+        """Paused for a busy GIL: the seconds until HOLD runs out, for the loop."""
+        return self.held_since + HOLD - monotonic() if self.held_since else None
 
     # -- where a request runs --------------------------------------------
 
     def dispatch(self, request, client_address):
-        """Run a request: inline if quick, alone and in the loop's thread, else in a thread."""
+        """Run a request: inline -- alone, in the loop's thread -- if requests are
+        quick, or CPU-bound (adaptive_threads: see the module's docstring);
+        else in a thread."""
         server = self._server
-        if (server.inline_quick_requests and not self.running and self.average < QUICK
+        if (server.inline_quick_requests and not self.running
+                and (self.average < QUICK or self.cpu_bound)
                 and threading.current_thread() is not self._watcher):
             self._run_inline(request, client_address)
         else:
@@ -74,6 +146,7 @@ class RequestThreads:
             self._watcher.start()
         elif self._watcher_sleeping:
             self._wake_watcher.set()
+        cpu_started = thread_time() if self.cpu_bound else 0.0
         try:
             self._server.process_request_thread(request, client_address)
         except KeyboardInterrupt:
@@ -83,6 +156,9 @@ class RequestThreads:
             threading.excepthook(threading.ExceptHookArgs(
                 [*sys.exc_info(), threading.current_thread()]))
         finally:
+            if self.cpu_bound:  # alone, it shows what it is: on the CPU, or waiting
+                self.cpu_bound = (thread_time() - cpu_started
+                                  >= CPU_BOUND * (monotonic() - self.inline_since))
             self.inline_since = 0.0
 
     def _start(self, request, client_address):
@@ -120,7 +196,8 @@ class RequestThreads:
             request, client_address = self._handoff.get()
 
     def finished(self, duration, survived):
-        """A request is done, in the thread that ran it; return how many still run.
+        """A request is done, in the thread that ran it; return whether the
+        loop, paused, should look again.
 
         survived: False when process_request_thread() raises, which ends
         the thread: a pooled one is then no longer counted, idle or pooled.
@@ -128,14 +205,16 @@ class RequestThreads:
         pooled = getattr(self._local, "pooled", False)
         with self._lock:
             self.running -= 1
-            self.average += DECAY * (duration - self.average)
+            # (The first duration as it is: from 0, long-lived connections would
+            # look short for their first few ends.)
+            self.average += DECAY * (duration - self.average) if self.average else duration
             if pooled and survived:
                 self._idle += 1  # about to wait in _serve_requests for the next
             else:
                 self._joinable.discard(threading.current_thread())
                 if pooled and not self._closed:  # (if closed, close() counted it out)
                     self._pooled -= 1
-            return self.running
+            return self.paused
 
     # -- the watcher -------------------------------------------------------
 

@@ -7,7 +7,7 @@ from here (never from one another).
 - socket clients: family_of, recv_all, recv_line, recv_reply, exchange, reset,
   hold, release, request, echo, Reply, parse_reply, datagram_client, Load
   (also on several addresses, with any client function, replies by phase),
-  Requests, assert_replies
+  Requests, at_once, pid_of, peak, assert_replies
 - processes: Process, start_app, wait_booted, start_booted, wait_log,
   closed_seconds, stop_server, children, live_children, assert_no_zombies,
   wait_replaced, process_tree, gone, assert_tree_gone, set_subreaper (the
@@ -478,6 +478,40 @@ class Requests:
         for thread in self._threads:
             thread.join(10)
         return self.replies
+
+
+def at_once(address, commands):
+    """Send each command on a connection of its own, all released together by
+    a barrier, each in a thread; return the reply lines in the same order
+    (repr(error) for a failed one)."""
+    barrier = threading.Barrier(len(commands))
+    replies = [None] * len(commands)
+
+    def send(index):
+        barrier.wait()
+        try:
+            replies[index] = request(address, commands[index])
+        except Exception as error:  # noqa: BLE001 -- the caller sees it in the replies
+            replies[index] = repr(error)
+
+    senders = [threading.Thread(target=send, args=(i,), daemon=True)
+               for i in range(len(commands))]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(10)
+    return replies
+
+
+def pid_of(reply):
+    """The pid a tests/apps/commands.py reply starts with."""
+    return int(reply.split()[0])
+
+
+def peak(address):
+    """tests/apps/commands.py `peak`: the most requests in flight at once in
+    the worker that answers, since its last `peak` (which it resets)."""
+    return int(request(address, "peak").split()[1])
 
 
 def assert_replies(requests, word):

@@ -193,6 +193,7 @@ INVALID = {
     "block_on_close": [1, "true", None],
     "reuse_threads": [0, "false", None],
     "inline_quick_requests": [1, "yes", None],
+    "adaptive_threads": [0, "no", None],
     "max_threads": [0, -1, True, 1.5, "8"],
     "min_workers": [0, -1, True, 1.5, "2"],
     "spare_min": [0, -1, True, 1.5, "2"],

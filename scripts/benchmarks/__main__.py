@@ -25,8 +25,8 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true",
                         help="short runs: a smoke test, not figures to quote")
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
-                        help="a workload (a..h or tiny, cpu, slow, udp, echo, herd, wsgi, "
-                             "scaling) or "
+                        help="a workload (a..i or tiny, cpu, slow, udp, echo, herd, wsgi, "
+                             "scaling, mixed) or "
                              "part of a contender's name (gunicorn, 'sync x2'); repeatable")
     parser.add_argument("--duration", type=float, metavar="S",
                         help=f"measured seconds per row (default {DEFAULT_DURATION:g}, "

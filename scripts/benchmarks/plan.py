@@ -33,15 +33,16 @@ class Contender:
         return [python] + [a.format(handler=handler, port=port) for a in self.args]
 
 
-LISTENER_LABELS = {"exclusive": "", "poll": " (poll)", "reuseport": " (SO_REUSEPORT)"}
+VARIANT_LABELS = {"exclusive": "", "poll": " (poll)", "reuseport": " (SO_REUSEPORT)",
+                  "static": " (adaptive_threads off)"}
 
 
-def prefork(kind, workers, listener="exclusive"):
-    """listener: how workers share the port (see benchmarks.server.LISTENERS)."""
+def prefork(kind, workers, variant="exclusive"):
+    """variant: of prefork's settings (see benchmarks.server.VARIANTS)."""
     label = "UDP" if kind == "udp" else kind
-    return Contender(f"prefork {label} {TIMES}{workers}{LISTENER_LABELS[listener]}", "prefork",
+    return Contender(f"prefork {label} {TIMES}{workers}{VARIANT_LABELS[variant]}", "prefork",
                      ("-m", "benchmarks.server", "prefork", kind, "{handler}", "{port}",
-                      str(workers), listener), workers)
+                      str(workers), variant), workers)
 
 
 def stdlib(kind):
@@ -158,16 +159,22 @@ WORKLOADS = (
              "tiny", "http", 50, f"prefork sync {TIMES}2",
              HTTP_CONTENDERS + tuple(prefork("sync", 2, listener) for listener in LISTENERS[1:])),
     Workload("b", "cpu", "CPU-bound handler (~1 ms of Python per request)",
-             "cpu", "http", 50, f"prefork sync {TIMES}2", HTTP_CONTENDERS),
+             "cpu", "http", 50, f"prefork sync {TIMES}2",
+             HTTP_CONTENDERS + (prefork("threading", 2, "static"),)),
     Workload("c", "slow", "slow handler (50 ms sleep), 200 concurrent clients",
              "slow", "http", 200, f"prefork threading {TIMES}2",
-             (stdlib("threading"), prefork("threading", 2), gunicorn(2, threads=100))),
+             (stdlib("threading"), prefork("threading", 2), prefork("threading", 2, "static"),
+              gunicorn(2, threads=100))),
     Workload("d", "udp", "UDP request/response (16-byte datagrams)",
              "udp", "udp", 50, f"prefork UDP {TIMES}2",
              (stdlib("udp"), *(prefork("udp", n) for n in POOL_SIZES))),
     Workload("e", "echo", "long-lived TCP connections, 16-byte line echo",
              "echo", "echo", 50, f"prefork threading {TIMES}2",
-             (stdlib("threading"), *(prefork("threading", n) for n in POOL_SIZES))),
+             (stdlib("threading"), *(prefork("threading", n) for n in POOL_SIZES),
+              prefork("threading", 2, "static"))),
+    Workload("i", "mixed", "mixed: 90% quick I/O-bound requests (2 ms sleep), 10% CPU-bound "
+             "(5 ms of Python), 100 clients", "mixed", "http", 100, f"prefork sync {TIMES}2",
+             (prefork("sync", 2), prefork("threading", 2), prefork("threading", 2, "static"))),
     Workload("f", "herd", "tiny HTTP answer, 2 clients: 8 mostly idle workers share the port",
              "tiny", "http", 2, f"prefork sync {TIMES}8",
              tuple(prefork("sync", 8, listener) for listener in LISTENERS)),

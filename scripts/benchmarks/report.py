@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 from .plan import TIMES, WSGI_PAIRS
 
-OPS = {"<=": ("\u2264", lambda a, b: a <= b), ">=": ("\u2265", lambda a, b: a >= b)}
+OPS = {"<=": ("\u2264", lambda a, b: a <= b), ">=": ("\u2265", lambda a, b: a >= b),
+       "<": ("<", lambda a, b: a < b)}
 
 
 def add_ratios(workload, rows):
@@ -227,6 +228,17 @@ CHECKS += tuple(check for prefork_name, gunicorn_name in WSGI_PAIRS for check in
     Check("(g)", "g", prefork_name, "rps", ">=", 1.5, gunicorn_name),
     Check("(g)", "g", prefork_name, "cpu_us", "<=", 1.0, gunicorn_name),
     Check("(g)", "g", prefork_name, "startup_ms", "<=", 1.0, gunicorn_name)))
+# Thread balance: threading workers against sync ones, and against themselves
+# without adaptive_threads ("static").
+STATIC2 = f"{THREADING2} (adaptive_threads off)"
+CHECKS += (
+    Check("balance:", "b", THREADING2, "rps", ">=", 0.95, SYNC2),
+    Check("balance:", "b", THREADING2, "p99_ms", "<=", 1.2, SYNC2),
+    Check("balance:", "c", THREADING2, "rps", ">=", 0.95, STATIC2),
+    Check("balance:", "e", THREADING2, "rps", ">=", 0.95, STATIC2),
+    Check("balance:", "i", THREADING2, "p99_ms", "<", 1.0, STATIC2),
+    Check("balance:", "i", THREADING2, "p99_ms", "<", 1.0, SYNC2),
+)
 TIME_LIMIT = 300   # seconds, the whole default run
 
 
@@ -249,7 +261,7 @@ def acceptance(sections, elapsed):
 
 
 def checks_text(results):
-    return "\n".join(["## Acceptance (issue 4, and the WSGI row)", ""]
+    return "\n".join(["## Acceptance (issue 4, the WSGI row, thread balance)", ""]
                      + [f"- {line}" for line, _ in results]) + "\n"
 
 

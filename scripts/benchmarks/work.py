@@ -1,5 +1,6 @@
 """The bytes and the work of one request, the same in every contender's server."""
 
+import itertools
 import os
 import time
 
@@ -12,6 +13,9 @@ DATAGRAM_SIZE = 16
 
 CPU_SECONDS = 0.001                # workload (b): Python work per request
 SLOW_SECONDS = 0.05                # workload (c): sleep per request
+MIXED_EVERY = 10                   # workload (i): one request in 10 is CPU-bound,
+MIXED_CPU_SECONDS = 0.005          #   with this much Python work,
+MIXED_SLEEP_SECONDS = 0.002        #   the others sleep this long
 LOOPS_ENV = "BENCH_CPU_LOOPS"      # burn() loops for CPU_SECONDS, set by the bench
 
 
@@ -42,4 +46,9 @@ def work_for(handler):
         return lambda: burn(loops)
     if handler == "slow":
         return lambda: time.sleep(SLOW_SECONDS)
+    if handler == "mixed":
+        heavy = int(os.environ[LOOPS_ENV]) * round(MIXED_CPU_SECONDS / CPU_SECONDS)
+        requests = itertools.count(1)
+        return lambda: (burn(heavy) if next(requests) % MIXED_EVERY == 0
+                        else time.sleep(MIXED_SLEEP_SECONDS))
     return None

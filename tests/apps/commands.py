@@ -5,18 +5,31 @@
   hang         -> never answers
   grow MIB     -> keeps MIB more MiB alive in this worker, then "<pid> grew"
   version      -> "<pid> <VERSION>" (a reload test rewrites VERSION in a copy of this file)
+  burn S       -> runs Python (a busy loop) for S seconds of this thread's CPU time,
+                  then "<pid> burned <thread name>"
+  peak         -> "<pid> <N>": the most requests in flight at once in this worker
+                  since the last peak (peak itself not counted), and starts counting anew
 
-sleep and hang first append "<pid> <command> <time.monotonic()>" to the file named by
-$PREFORK_TEST_STARTED_FILE, if set: a test waits on it to know its request reached a handler.
+Every command but peak counts as in flight while it runs (a counter per process,
+under a lock), for peak.
+
+sleep, hang and burn first append "<pid> <command> <time.monotonic()>" to the file
+named by $PREFORK_TEST_STARTED_FILE, if set: a test waits on it to know its request
+reached a handler.
 """
 
 import os
+import threading
 import time
 
 import prefork
 
 VERSION = "v1"
 _hoard = []
+
+_in_flight_lock = threading.Lock()
+_in_flight = 0  # commands running now in this process
+_peak = 0       # the most at once since the last peak command
 
 
 def _started(name):
@@ -28,7 +41,22 @@ def _started(name):
 
 
 def run_command(server, line):
+    global _in_flight, _peak
     name, _, arg = line.strip().partition(" ")
+    with _in_flight_lock:
+        if name == "peak":
+            peak, _peak = _peak, _in_flight
+            return f"{os.getpid()} {peak}"
+        _in_flight += 1
+        _peak = max(_peak, _in_flight)
+    try:
+        return _run(server, name, arg)
+    finally:
+        with _in_flight_lock:
+            _in_flight -= 1
+
+
+def _run(server, name, arg):
     worker = server.current_worker  # None in the master
     generation = worker.generation if worker else 0
     if name == "echo":
@@ -46,6 +74,12 @@ def run_command(server, line):
         return f"{os.getpid()} grew"
     if name == "version":
         return f"{os.getpid()} {VERSION}"
+    if name == "burn":
+        _started(name)
+        started = time.thread_time()
+        while time.thread_time() - started < float(arg):
+            pass
+        return f"{os.getpid()} burned {threading.current_thread().name}"
     return f"{os.getpid()} unknown command {name!r}"
 
 

@@ -1,0 +1,169 @@
+"""ThreadingMixIn.adaptive_threads (prefork/threads.py): a threading prefork
+worker whose request thread keeps the GIL busy takes no more connections --
+they stay queued for a worker with a core to spare -- until a request ends or
+HOLD passes, and runs the next request inline; I/O-bound requests, and
+long-lived connections, are still taken as they come.
+
+Real servers: tests/apps/serve.py (--mixin threading) with tests/apps/commands.py,
+whose `burn S` runs Python for S seconds of thread CPU time and whose `peak`
+says how many requests were in flight at once since the last `peak`.  The
+last test constructs servers in-process, for the defaults.
+
+The first two tests fail with adaptive_threads=False (add "--set",
+"adaptive_threads=False" to SERVE to see it); the next three pass either way:
+they guard the feature against serialising what it must not (I/O-bound
+requests, requests after a CPU-bound phase, long-lived connections).
+"""
+
+import collections
+import select
+import socket
+import time
+
+import pytest
+
+import prefork
+from prefork import threads
+from support import at_once, file_lines, peak, pid_of, request, start_booted, started_requests
+
+SERVE = ("--mixin", "threading")  # PreforkMixIn: adaptive_threads on by default
+WARM_UP = 4  # short CPU-bound requests first: the average (0 < average < LONG) is known
+
+
+# -- this file's -------------------------------------------------------------------
+
+def warm_up(address, concurrency=1):
+    """A few short CPU-bound requests, ended: the worker's average request
+    duration is then above 0 (and far below LONG), so it asks the GIL."""
+    for _ in range(WARM_UP):
+        replies = at_once(address, ["burn 0.03"] * concurrency)
+        assert all(" burned " in reply for reply in replies), replies
+
+
+# -- tests ------------------------------------------------------------------------
+
+@pytest.mark.timeout(20)
+def test_concurrent_cpu_bound_requests_are_spread_over_the_workers(spawn):
+    # Three at once on two workers: one worker takes two at most -- the third
+    # goes to whichever worker's HOLD runs out first.  Without the feature the
+    # worker that wakes first takes all three in about one round in ten
+    # (measured: 12 of 100), hence 30 rounds (~3 s): it then fails but for a
+    # 2 % chance.  (Two at once are a race between the two workers' wake-ups
+    # with or without the feature; see the test above for the sharp form.)
+    process, address = start_booted(spawn, *SERVE, workers=2)
+    warm_up(address, concurrency=2)
+    rounds = []
+    for _ in range(30):
+        replies = at_once(address, ["burn 0.05"] * 3)
+        assert all(" burned " in reply for reply in replies), replies
+        rounds.append(sorted(collections.Counter(map(pid_of, replies)).values()))
+    uneven = [n for n, counts in enumerate(rounds) if counts != [1, 2]]
+    assert not uneven, f"one worker took all three in rounds {uneven}"
+
+
+@pytest.mark.timeout(20)
+def test_cpu_bound_requests_run_inline_one_after_another(spawn):
+    # One worker, CPU-bound requests from four clients at once: once the GIL
+    # has been found busy, the next request runs in the loop's own thread, as
+    # in a synchronous worker, and each one, alone, shows it is CPU-bound:
+    # most run there.  Without the feature every one of these (slower than
+    # threads.QUICK) goes to a thread of its own.  Each is shorter than
+    # threads.STALL, so that the watcher never steps in.
+    assert 0.004 < threads.STALL
+    process, address = start_booted(spawn, *SERVE, workers=1)
+    warm_up(address)
+    replies = []
+    for _ in range(6):
+        replies += at_once(address, ["burn 0.004"] * 4)
+    assert all(" burned " in reply for reply in replies), replies
+    inline = sum(reply.endswith(" burned MainThread") for reply in replies)
+    assert inline >= len(replies) * 3 // 4, replies
+
+
+@pytest.mark.timeout(20)
+def test_io_bound_requests_stay_concurrent(spawn):
+    # Sleeping threads leave the GIL free: the loop finds it so and accepts.
+    process, address = start_booted(spawn, *SERVE, workers=1)
+    warm_up(address)
+    peak(address)
+    replies = at_once(address, ["sleep 0.2"] * 10)
+    assert all(reply.endswith(" slept") for reply in replies), replies
+    assert peak(address) >= 8
+
+
+@pytest.mark.timeout(20)
+def test_short_io_bound_requests_are_concurrent_again_after_cpu_bound_ones(spawn):
+    # After a CPU-bound phase the next request runs inline; it sleeps, so it
+    # was not on the CPU and sends the next ones back to threads.  The sleeps
+    # are shorter than STALL: were the worker stuck inline, the watcher would
+    # not step in, and they would run one by one (a peak of 1).
+    assert 0.005 < threads.STALL
+    process, address = start_booted(spawn, *SERVE, workers=1)
+    warm_up(address)
+    peaks = []
+    for _ in range(3):
+        replies = at_once(address, ["burn 0.02"] * 5)
+        assert all(" burned " in reply for reply in replies), replies
+        peak(address)
+        replies = at_once(address, ["sleep 0.005"] * 20)
+        assert all(reply.endswith(" slept") for reply in replies), replies
+        peaks.append(peak(address))
+    assert min(peaks) > 1, peaks  # every round: back to threads
+
+
+@pytest.mark.timeout(20)
+def test_long_lived_connections_are_all_accepted_while_the_gil_is_busy(spawn, started_file):
+    # Ten connections each running Python for a second of thread CPU time,
+    # after short requests (0 < average < LONG: the worker asks the GIL).
+    # Sharing one GIL, none of them ends before ~10 s.  While they burn, the
+    # worker must keep taking connections (one per HOLD at worst): all ten
+    # start, and a quick request is answered, while none has ended -- checked
+    # exactly: no burn reply has come back.  The echo's bound, 1.0 s, is what
+    # one burn takes alone -- the least a wait for a burn to end would cost --
+    # and not HOLD-ish: every step of that request (the loop's wake-up, its
+    # sleep(0), the handler's recv and send) waits for the GIL behind ten busy
+    # threads, a switch interval (5 ms) for each ahead of it.
+    path, env = started_file
+    process, address = start_booted(spawn, *SERVE, workers=1, env=env)
+    warm_up(address)
+    before = len(file_lines(path))
+    connections = []
+    try:
+        for _ in range(10):
+            connection = socket.create_connection(address, timeout=5)
+            connection.sendall(b"burn 1.0\n")
+            connections.append(connection)
+        started_requests(path, before + 10, timeout=10)
+        assert not select.select(connections, [], [], 0)[0], "a burn ended: it was waited for"
+        asked = time.monotonic()
+        reply = request(address, "echo hi")
+        answered_in = time.monotonic() - asked
+        assert reply.endswith(" hi"), reply
+        assert not select.select(connections, [], [], 0)[0], "a burn ended before the echo"
+        assert answered_in < 1.0, answered_in
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+@pytest.mark.timeout(10)
+def test_off_in_plain_threading_servers_on_in_prefork_ones():
+    # The standard library's ThreadingMixIn starts a thread per request,
+    # whatever: so does prefork's, unless asked.  PreforkMixIn turns it on.
+    plain = prefork.ThreadingTCPServer(("127.0.0.1", 0), prefork.StreamRequestHandler,
+                                       bind_and_activate=False)
+    try:
+        assert plain.adaptive_threads is False
+    finally:
+        plain.server_close()
+
+    class PreforkThreading(prefork.PreforkMixIn, prefork.ThreadingTCPServer):
+        pass
+
+    pooled = PreforkThreading(("127.0.0.1", 0), prefork.StreamRequestHandler,
+                              bind_and_activate=False)
+    try:
+        assert pooled.adaptive_threads is True
+        assert prefork.config.SETTINGS["adaptive_threads"].default is True
+    finally:
+        pooled.server_close()
