@@ -390,7 +390,7 @@ class Master:
             record.retire = record.retire or Retire.STOP
             self.scoreboard.server_stops(record.slot)
             self.ask_to_stop(record, sig)
-        self.close_listeners()  # new connections refused from now on (see Worker.serve)
+        self.close_listeners()  # new connections refused from now on (Worker.close_listeners)
         self.server._serve_loop.request_stop()
 
     def close_listeners(self):

@@ -33,7 +33,9 @@ per worker, I/O-bound ones as many as they need.  Requests that last LONG
 on average, or of which none has ended yet -- long-lived connections -- are
 taken as they come: one left queued would wait for another to end.  With
 no request in flight the GIL is not asked: idle and quick servers pay
-nothing.
+nothing.  The GIL is asked as the loop starts to wait: a connection that
+comes during that wait is taken on that answer (declining it then would
+strand it -- the kernel woke this worker alone, EPOLLEXCLUSIVE).
 
 A request that raises what is not an Exception (sys.exit(), say) ends its
 thread, as in the standard library: a pooled thread leaves the pool.  An
