@@ -20,7 +20,7 @@ one core at a time (the GIL): once a request thread keeps the GIL busy,
 another request would only queue behind it -- and threads taking turns on
 the GIL cost CPU of their own.  So, while requests are in flight, the loop
 asks the GIL before it accepts: it lets go of it and takes it back
-(time.sleep(0)).  Back within GIL_BUSY, the threads mostly wait on I/O: the
+(time.sleep, GIL_PROBE).  Back within GIL_BUSY, the threads mostly wait on I/O: the
 worker accepts, up to max_threads.  Later, a thread ran Python all that
 time: the worker leaves new connections in the kernel's queue, for a worker
 with a core to spare, until one of its requests ends -- or HOLD passes (it
@@ -55,6 +55,11 @@ STALL = 0.01     # seconds an inline request may hold the loop before the watche
 DECAY = 0.1      # weight of the newest request in the average
 IDLE_CHECKS = 100  # the watcher sleeps after this many checks without an inline request
 GIL_BUSY = 0.001  # seconds: a GIL given up and taken back this late was busy (adaptive_threads)
+# How long the loop lets go of the GIL to ask.  From 3.11, sleep(0) blocks in
+# clock_nanosleep (the timer slack: ~50-80 us), long enough for a waiting thread
+# to take the GIL; on 3.10 it takes the GIL straight back (a waiting thread got
+# it in 16 of 200 tries): sleep a microsecond there, which costs the same.
+GIL_PROBE = 0 if sys.version_info >= (3, 11) else 1e-6
 HOLD = 0.005     # seconds a busy worker leaves connections queued before it takes one anyway
 CPU_BOUND = 0.25  # share of its time on the CPU that makes an inline request CPU-bound
 LONG = 0.5       # seconds: requests this long on average are long-lived connections
@@ -96,7 +101,7 @@ class RequestThreads:
             # or they last long): one queued would wait for one to end.
             return self._resume()
         asked = monotonic()
-        sleep(0)  # let go of the GIL: a runnable request thread takes it
+        sleep(GIL_PROBE)  # let go of the GIL: a runnable request thread takes it
         now = monotonic()
         if now - asked < GIL_BUSY:
             return self._resume()

@@ -77,6 +77,8 @@ def test_cpu_bound_requests_run_inline_one_after_another(spawn):
         replies += at_once(address, ["burn 0.004"] * 4)
     assert all(" burned " in reply for reply in replies), replies
     inline = sum(reply.endswith(" burned MainThread") for reply in replies)
+    # Not all: a batch's first request may go to a thread before the GIL
+    # has been found busy.  Without the feature, none runs inline.
     assert inline >= len(replies) * 3 // 4, replies
 
 
