@@ -33,6 +33,9 @@ from .scoreboard import SlotState
 
 log = logging.getLogger("prefork")
 
+# The signals a worker handles (install_signals).
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1}
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BOOT_ERROR = 3  # as gunicorn's
@@ -156,7 +159,7 @@ class Worker:
         log.debug("worker %s failed to boot", self.info.number, exc_info=error)
 
     def install_signals(self):
-        handlers = {
+        handlers = {  # (HANDLED_SIGNALS: those with a handler of ours)
             signal.SIGTERM: self.on_term,
             signal.SIGINT: self.on_quick_stop, signal.SIGQUIT: self.on_quick_stop,
             signal.SIGUSR1: self.on_usr1,
@@ -177,6 +180,10 @@ class Worker:
         beats as often as the loop would (poll_interval, set for liveness)."""
 
         def beat():
+            # The worker's signals go to its main thread: a TERM the kernel
+            # handed this thread would not interrupt the main thread's sleep
+            # or read in a request, and would wait for the request to end.
+            signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
             while not self.stopping.wait(self.poll_interval):
                 self.slot.busy_heartbeat(monotonic())
 
