@@ -62,8 +62,10 @@ def test_sequential_requests_reuse_threads():
     with serving(PoolServer(("127.0.0.1", 0), ThreadName)) as server:
         names = {served_by(server) for _ in range(20)}
     # The reply reaches the client just before its thread is idle again, so the
-    # next request may find none idle and start a second thread -- not more.
-    assert len(names) <= 2
+    # next request may find none idle and start a second thread; on a loaded
+    # machine the first may still not be idle when the third comes.  Without
+    # reuse, each of the 20 requests has a thread of its own.
+    assert len(names) <= 3
 
 
 def test_without_reuse_each_request_has_its_own_thread():
