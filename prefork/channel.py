@@ -37,7 +37,7 @@ class Channel:
     def __init__(self, server, loop, listen=True):
         self.server = server
         self.loop = loop
-        self.waiting = {}  # fd -> (socket, deadline)
+        self.waiting = {}  # fd -> (socket, address, deadline)
         self.listening = False
         if listen:
             self.listen()

@@ -20,22 +20,22 @@ one core at a time (the GIL): once a request thread keeps the GIL busy,
 another request would only queue behind it -- and threads taking turns on
 the GIL cost CPU of their own.  So, while requests are in flight, the loop
 asks the GIL before it accepts: it lets go of it and takes it back
-(time.sleep, GIL_PROBE).  Back within GIL_BUSY, the threads mostly wait on I/O: the
-worker accepts, up to max_threads.  Later, a thread ran Python all that
-time: the worker leaves new connections in the kernel's queue, for a worker
-with a core to spare, until one of its requests ends -- or HOLD passes (it
-then takes one anyway: no other worker did) -- and its requests count as
-CPU-bound: the next one it takes with none in flight runs inline, as in a
-synchronous worker, and so do the ones after it, until one, alone, shows it
-was not on the CPU for CPU_BOUND of its time: the next one goes to a thread
-again.  So CPU-bound requests get one in flight
-per worker, I/O-bound ones as many as they need.  Requests that last LONG
-on average, or of which none has ended yet -- long-lived connections -- are
-taken as they come: one left queued would wait for another to end.  With
-no request in flight the GIL is not asked: idle and quick servers pay
-nothing.  The GIL is asked as the loop starts to wait: a connection that
-comes during that wait is taken on that answer (declining it then would
-strand it -- the kernel woke this worker alone, EPOLLEXCLUSIVE).
+(time.sleep(GIL_PROBE)).  Back within GIL_BUSY, the threads mostly wait on
+I/O: the worker accepts, up to max_threads.  Later, a thread ran Python all
+that time: the worker leaves new connections in the kernel's queue, for a
+worker with a core to spare, until one of its requests ends -- or HOLD
+passes (it then takes one anyway: no other worker did) -- and its requests
+count as CPU-bound: the next one it takes with none in flight runs inline,
+as in a synchronous worker, and so do the ones after it, until one, alone,
+shows it was not on the CPU for CPU_BOUND of its time: the next one goes to
+a thread again.  So CPU-bound requests get one in flight per worker,
+I/O-bound ones as many as they need.  Requests that last LONG on average, or
+of which none has ended yet -- long-lived connections -- are taken as they
+come: one left queued would wait for another to end.  With no request in
+flight the GIL is not asked: idle and quick servers pay nothing.  The GIL is
+asked as the loop starts to wait: a connection that comes during that wait
+is taken on that answer (declining it then would strand it -- the kernel
+woke this worker alone, EPOLLEXCLUSIVE).
 
 A request that raises what is not an Exception (sys.exit(), say) ends its
 thread, as in the standard library: a pooled thread leaves the pool.  An
