@@ -9,7 +9,7 @@ server class defines::
 import os
 from time import monotonic
 
-from .server import TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
+from .server import BaseServer, TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
 from .threads import RequestThreads
 
 
@@ -121,8 +121,14 @@ class ThreadingMixIn:
     reuse_threads = False
     inline_quick_requests = False
     adaptive_threads = False
-    # Back to waiting at once after each accept: the request threads need the GIL.
-    _accept_batch = 1
+
+    @property
+    def _accept_batch(self):
+        """Requests taken in a row: with adaptive_threads, as many as a
+        synchronous server takes, since the loop asks the GIL before each
+        one; else one, back to waiting at once -- the request threads need
+        the GIL."""
+        return BaseServer._accept_batch if self.adaptive_threads else 1
 
     def _request_threads(self):
         threads = vars(self).get("_threads_in_flight")

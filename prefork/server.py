@@ -66,8 +66,9 @@ class BaseServer:
                                with adaptive_threads)
     _handle_request_noblock()  takes one request if there is one; returns True
                                if it did, so that the loop may take another
-    _accept_batch              class variable: requests taken in a row while
-                               more are queued, before service_actions()
+    _accept_batch              class variable (or property): requests taken in
+                               a row while more are queued, before
+                               service_actions()
     _serve_loop                the ServeLoop that serve_forever() runs, made
                                here: the one loop of this server
     """
@@ -81,7 +82,8 @@ class BaseServer:
 
     # Requests taken in a row while the listener has more queued (nginx's
     # multi_accept, bounded): under load, a synchronous server saves a poll
-    # per request.  The mix-ins that hand requests off take one at a time.
+    # per request.  The mix-ins that hand requests off take one at a time
+    # (ThreadingMixIn with adaptive_threads excepted: see its _accept_batch).
     _accept_batch = 16
 
     def __init__(self, server_address, RequestHandlerClass):

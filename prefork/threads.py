@@ -35,7 +35,9 @@ come: one left queued would wait for another to end.  With no request in
 flight the GIL is not asked: idle and quick servers pay nothing.  The GIL is
 asked as the loop starts to wait: a connection that comes during that wait
 is taken on that answer (declining it then would strand it -- the kernel
-woke this worker alone, EPOLLEXCLUSIVE).
+woke this worker alone, EPOLLEXCLUSIVE).  Since it asks before each accept,
+the loop takes queued requests in a row, as a synchronous server does
+(ThreadingMixIn._accept_batch): one poll for many requests.
 
 A request that raises what is not an Exception (sys.exit(), say) ends its
 thread, as in the standard library: a pooled thread leaves the pool.  An

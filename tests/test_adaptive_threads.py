@@ -18,6 +18,7 @@ requests, requests after a CPU-bound phase, long-lived connections).
 import collections
 import select
 import socket
+import threading
 import time
 
 import pytest
@@ -169,3 +170,47 @@ def test_off_in_plain_threading_servers_on_in_prefork_ones():
         assert prefork.config.SETTINGS["adaptive_threads"].default is True
     finally:
         pooled.server_close()
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("adaptive, turns", [(True, 1), (False, 10)])
+def test_queued_requests_are_taken_in_a_row(adaptive, turns):
+    # With adaptive_threads the loop asks the GIL before each accept, so it
+    # takes what is queued in a row, as a synchronous server does: ten quick
+    # requests queued before it starts are served in one turn of the loop
+    # (one service_actions()).  Without it, one a turn: back to waiting, for
+    # the request threads to have the GIL.
+    class Upper(prefork.StreamRequestHandler):
+        def handle(self):
+            self.wfile.write(self.rfile.readline().upper())
+
+    class Server(prefork.ThreadingTCPServer):
+        inline_quick_requests = reuse_threads = True
+        adaptive_threads = adaptive
+        request_queue_size = 16  # all ten queued at once
+        served = 0
+        served_by_turn = []
+
+        def finish_request(self, request, client_address):
+            super().finish_request(request, client_address)
+            self.served += 1
+
+        def service_actions(self):
+            self.served_by_turn.append(self.served)
+
+    with Server(("127.0.0.1", 0), Upper) as server:
+        clients = [socket.create_connection(server.server_address, timeout=5)
+                   for _ in range(10)]
+        for client in clients:
+            client.sendall(b"hi\n")
+        serving = threading.Thread(target=server.serve_forever, args=(30,))
+        serving.start()
+        try:
+            assert [client.recv(16) for client in clients] == [b"HI\n"] * 10
+        finally:
+            server.shutdown()
+            serving.join()
+            for client in clients:
+                client.close()
+    # Each turn that served requests, counted by the total it reached.
+    assert len(set(server.served_by_turn) - {0}) == turns, server.served_by_turn
