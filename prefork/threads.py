@@ -10,9 +10,10 @@ options make a threading server (a prefork worker, typically) cheaper:
   QUICK) and none is in flight, the serve loop's own thread runs the next
   one, as a synchronous server would: no hand-off, no wake-up, no thread
   contending for the GIL.  Otherwise requests go to threads, so that the
-  loop never waits behind busy request threads for the GIL.  Should one inline request stall the loop (a slow
-  client, say) for STALL, a watcher thread accepts in the loop's place,
-  handing requests to threads, until the loop's thread is back.
+  loop never waits behind busy request threads for the GIL.  Should one
+  inline request stall the loop (a slow client, say) for STALL, a watcher
+  thread accepts in the loop's place, handing requests to threads, until
+  the loop's thread is back.
 
 adaptive_threads (with inline_quick_requests) bounds how many requests a
 worker takes at once by what its core can serve.  A process runs Python on
@@ -26,17 +27,18 @@ that time: the worker leaves new connections in the kernel's queue, for a
 worker with a core to spare, until one of its requests ends -- or HOLD
 passes (it then takes one anyway: no other worker did) -- and its requests
 count as CPU-bound: the next one it takes with none in flight runs inline,
-as in a synchronous worker, and so do the ones after it, until one, alone,
-shows it was not on the CPU for CPU_BOUND of its time: the next one goes to
-a thread again.  So CPU-bound requests get one in flight per worker,
-I/O-bound ones as many as they need.  Requests that last LONG on average, or
-of which none has ended yet -- long-lived connections -- are taken as they
-come: one left queued would wait for another to end.  With no request in
-flight the GIL is not asked: idle and quick servers pay nothing.  The GIL is
-asked as the loop starts to wait: a connection that comes during that wait
-is taken on that answer (declining it then would strand it -- the kernel
-woke this worker alone, EPOLLEXCLUSIVE).  Since it asks before each accept,
-the loop takes queued requests in a row, as a synchronous server does
+as in a synchronous worker (the watcher looking only every CPU_BOUND_LOOK),
+and so do the ones after it, until one, alone, shows it was not on the CPU
+for CPU_BOUND of its time: the next one goes to a thread again.  So
+CPU-bound requests get one in flight per worker, I/O-bound ones as many as
+they need.  Requests that last LONG on average, or of which none has ended
+yet -- long-lived connections -- are taken as they come: one left queued
+would wait for another to end.  With no request in flight the GIL is not
+asked: idle and quick servers pay nothing.  The GIL is asked as the loop
+starts to wait: a connection that comes during that wait is taken on that
+answer (declining it then would strand it -- the kernel woke this worker
+alone, EPOLLEXCLUSIVE).  Since it asks before each accept, the loop takes
+queued requests in a row, as a synchronous server does
 (ThreadingMixIn._accept_batch): one poll for many requests.
 
 A request that raises what is not an Exception (sys.exit(), say) ends its
@@ -54,6 +56,11 @@ from time import monotonic, sleep, thread_time
 
 QUICK = 0.001    # seconds: requests this quick, on average, run in the loop's thread
 STALL = 0.01     # seconds an inline request may hold the loop before the watcher steps in
+# Seconds between the watcher's looks while inline requests are CPU-bound
+# (adaptive_threads): each look takes the GIL from the request running, and
+# its GIL busy, the watcher would not accept anyway -- only a CPU-bound
+# request that stalls (on a slow client, say) is then seen later.
+CPU_BOUND_LOOK = 0.05
 DECAY = 0.1      # weight of the newest request in the average
 IDLE_CHECKS = 100  # the watcher sleeps after this many checks without an inline request
 GIL_BUSY = 0.001  # seconds: a GIL given up and taken back this late was busy (adaptive_threads)
@@ -229,7 +236,8 @@ class RequestThreads:
 
     def _watch(self):
         """While the loop's thread has been in one inline request for STALL,
-        accept in its place; sleep when there has long been no inline request."""
+        accept in its place; look every STALL (CPU_BOUND_LOOK while requests
+        are CPU-bound); sleep when there has long been no inline request."""
         idle_checks = 0
         while not self._closed:
             since = self.inline_since
@@ -244,7 +252,7 @@ class RequestThreads:
                     self._sleep_until_inline_request()
                     idle_checks = 0
                     continue
-            select.select([], [], [], STALL)
+            select.select([], [], [], CPU_BOUND_LOOK if self.cpu_bound else STALL)
 
     def _sleep_until_inline_request(self):
         # Say we sleep, then look: _run_inline sets inline_since, then looks

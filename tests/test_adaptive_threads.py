@@ -25,7 +25,8 @@ import pytest
 
 import prefork
 from prefork import threads
-from support import at_once, file_lines, peak, pid_of, request, start_booted, started_requests
+from support import (at_once, file_lines, peak, pid_of, request, serving, start_booted,
+                     started_requests, wait_for)
 
 SERVE = ("--mixin", "threading")  # PreforkMixIn: adaptive_threads on by default
 WARM_UP = 4  # short CPU-bound requests first: the average (0 < average < LONG) is known
@@ -214,3 +215,65 @@ def test_queued_requests_are_taken_in_a_row(adaptive, turns):
                 client.close()
     # Each turn that served requests, counted by the total it reached.
     assert len(set(server.served_by_turn) - {0}) == turns, server.served_by_turn
+
+
+def burn(seconds):
+    """Run Python for `seconds` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def voluntary_switches(thread):
+    """How many times the kernel saw `thread` (of this process) sleep."""
+    with open(f"/proc/self/task/{thread.native_id}/status") as status:
+        for line in status:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+
+
+@pytest.mark.timeout(20)
+def test_the_watcher_looks_seldom_while_inline_requests_are_cpu_bound():
+    # Each look of the watcher takes the GIL from the inline request running;
+    # while requests are CPU-bound it could not accept anyway (the GIL is
+    # busy), so it looks every CPU_BOUND_LOOK rather than every STALL.  The
+    # kernel counts what its looks cost: each is a sleep and a wait for the
+    # GIL (voluntary context switches, about three a look, measured).  Over
+    # a second of 5 ms requests from two clients at once, run inline: about
+    # 60, 100 beside two busy processes (8 a look allowed: 168); looking
+    # every STALL, about 330.
+    class Burn(prefork.StreamRequestHandler):
+        def handle(self):
+            self.rfile.readline()
+            burn(0.005)
+            self.wfile.write(threading.current_thread().name.encode() + b"\n")
+
+    class Server(prefork.ThreadingTCPServer):
+        inline_quick_requests = reuse_threads = adaptive_threads = daemon_threads = True
+
+    def client(until, names):
+        while time.monotonic() < until:
+            with socket.create_connection(server.server_address, timeout=5) as sock:
+                sock.sendall(b"go\n")
+                names.append(sock.makefile().readline().strip())
+
+    with serving(Server(("127.0.0.1", 0), Burn)) as server:
+        threads_in_flight = server._request_threads()
+        until = time.monotonic() + 3
+        names = []
+        clients = [threading.Thread(target=client, args=(until, names)) for _ in range(2)]
+        for thread in clients:
+            thread.start()
+        try:
+            wait_for(lambda: threads_in_flight.cpu_bound and threads_in_flight._watcher,
+                     message="CPU-bound requests inline")
+            watcher = threads_in_flight._watcher
+            before, counted_from = voluntary_switches(watcher), len(names)
+            time.sleep(1)
+            switches, served = voluntary_switches(watcher) - before, len(names) - counted_from
+        finally:
+            for thread in clients:
+                thread.join()
+    loop = next(name for name in names if name != threading.current_thread().name)
+    assert names.count(loop) >= len(names) * 3 // 4, collections.Counter(names)  # inline
+    assert switches <= 8 * (1 / threads.CPU_BOUND_LOOK + 1), (switches, served)
