@@ -33,11 +33,21 @@ def parse_args(argv):
                              f"--quick {QUICK_DURATION:g}); not the load step (scaling), "
                              f"whose phases are {step.seconds(step.PHASES)} "
                              f"(--quick {step.seconds(step.QUICK_PHASES)})")
+    parser.add_argument("--repeat", type=_at_least_one, default=1, metavar="N",
+                        help="measure each row N times, the contenders taking turns, and "
+                             "keep the median of each figure: for ratios finer than a "
+                             "shared machine's noise (not the load step)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR",
                         help="results.md, results.json, bench.png, scaling.png and server logs")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "builtin"), default="auto",
                         help="HTTP load: wrk if installed (auto), or the built-in generator")
     return parser.parse_args(argv)
+
+
+def _at_least_one(text):
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
+    return int(text)
 
 
 def generators(choice):
@@ -58,7 +68,7 @@ def describe_run(settings):
             "python": platform.python_version(),
             "loadgen": ", ".join(sorted({g.name for g in settings.generators.values()})),
             "warmup": settings.warmup, "duration": settings.duration,
-            "cpu_loops": settings.cpu_loops}
+            "repeat": settings.repeat, "cpu_loops": settings.cpu_loops}
 
 
 def _stop_on_term(signum, frame):
@@ -78,7 +88,7 @@ def main(argv=None):
         warmup=QUICK_WARMUP if args.quick else DEFAULT_WARMUP,
         duration=args.duration or (QUICK_DURATION if args.quick else DEFAULT_DURATION),
         cpu_loops=calibrate(), generators=generators(args.loadgen),
-        step_phases=step.phases_for(args.quick))
+        step_phases=step.phases_for(args.quick), repeat=args.repeat)
     gens = settings.generators
     meta = describe_run(settings)
     print(report.header(meta), flush=True)
@@ -89,8 +99,7 @@ def main(argv=None):
                                    else gens[workload.protocol].describe(workload))
             rows = []
             sections.append((workload, rows))
-            for contender in contenders:
-                rows.append(run_row(contender, workload, settings))
+            run_rows(contenders, workload, settings, rows)
             if workload.startup_runs:
                 time_startups(contenders, rows, workload, settings)
             printed = print_tables(sections, loads, printed)
@@ -107,6 +116,19 @@ def print_tables(sections, loads, printed):
         report.add_ratios(workload, rows)
         print(report.table(workload, rows, loads[workload.key]), flush=True)
     return len(sections)
+
+
+def run_rows(contenders, workload, settings, rows):
+    """Each contender's row, into rows.  With settings.repeat > 1 (not the
+    load step), each is measured that many times, the contenders taking turns
+    (a, b, c, a, b, c, ...) so that a busy moment of the shared machine falls
+    on them alike, and report.median_row() makes the row."""
+    repeat = 1 if workload.step else settings.repeat
+    runs = {contender.name: [] for contender in contenders}
+    for _ in range(repeat):
+        for contender in contenders:
+            runs[contender.name].append(run_row(contender, workload, settings))
+    rows += [report.median_row(runs[contender.name]) for contender in contenders]
 
 
 def run_row(contender, workload, settings):
@@ -151,7 +173,7 @@ def time_startups(contenders, rows, workload, settings):
 def finish(out, meta, sections, loads, elapsed):
     """Print the acceptance checks; write results.md, results.json, bench.png and
     (if the load step ran) scaling.png."""
-    results = report.acceptance(sections, elapsed)
+    results = report.acceptance(sections, elapsed, meta["repeat"])
     print(report.checks_text(results))
     report.write(out, meta, sections, loads, results)
     drawn = plot.plot(sections, out / "bench.png", f"prefork benchmark · {meta['date']} · "

@@ -27,6 +27,7 @@ class Settings:
     cpu_loops: int      # burn() loops for ~1 ms, the same for every server
     generators: dict    # protocol -> load generator (wrk or built-in)
     step_phases: tuple = ()   # the load step's (seconds, clients), step.phases_for()
+    repeat: int = 1           # runs of each row, in turns (--repeat)
 
 
 def free_port(protocol):
