@@ -98,7 +98,6 @@ class ServeLoop:
         poller = _Poller(wake_one)
         accepting = getattr(server, "_accepting_requests", lambda: True)
         next_turn_in = getattr(server, "_next_turn_in", lambda: None)
-        batch = getattr(server, "_accept_batch", 1)
         self._poller = poller
         if self._readers_pid != os.getpid():
             self._readers, self._readers_pid = {}, os.getpid()
@@ -129,8 +128,9 @@ class ServeLoop:
                 for fd in ready:
                     if fd in self._readers:  # (first: a listener closed since may
                         self._readers[fd]()  # have left its number to a reader)
-                    elif fd in listeners:
-                        self._take(server, listeners[fd], batch, accepting)
+                    elif fd in listeners:  # (the batch may change turn by turn)
+                        self._take(server, listeners[fd], getattr(server, "_accept_batch", 1),
+                                   accepting)
                     else:
                         waker.drain()
                 server.service_actions()

@@ -7,7 +7,7 @@ server class defines::
 """
 
 import os
-from time import monotonic
+from time import monotonic, thread_time
 
 from .server import BaseServer, TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
 from .threads import RequestThreads
@@ -124,11 +124,10 @@ class ThreadingMixIn:
 
     @property
     def _accept_batch(self):
-        """Requests taken in a row: with adaptive_threads, as many as a
-        synchronous server takes, since the loop asks the GIL before each
-        one; else one, back to waiting at once -- the request threads need
-        the GIL."""
-        return BaseServer._accept_batch if self.adaptive_threads else 1
+        """Requests taken in a row: while they run inline (threads.py), as
+        many as a synchronous server takes; else one, back to waiting at
+        once -- the request threads need the GIL."""
+        return BaseServer._accept_batch if self._request_threads().inline_next() else 1
 
     def _request_threads(self):
         threads = vars(self).get("_threads_in_flight")
@@ -141,7 +140,7 @@ class ThreadingMixIn:
 
         In addition, exception handling is done here.
         """
-        started = monotonic()
+        started, cpu_started = monotonic(), thread_time()
         survived = False  # whatever escapes below ends this thread, as in the stdlib
         try:
             try:
@@ -152,7 +151,8 @@ class ThreadingMixIn:
                 self.shutdown_request(request)
             survived = True
         finally:
-            if self._request_threads().finished(monotonic() - started, survived):
+            if self._request_threads().finished(monotonic() - started,
+                                                thread_time() - cpu_started, survived):
                 self._wake_loop()  # it paused: it may accept again
 
     def process_request(self, request, client_address):

@@ -83,7 +83,7 @@ class BaseServer:
     # Requests taken in a row while the listener has more queued (nginx's
     # multi_accept, bounded): under load, a synchronous server saves a poll
     # per request.  The mix-ins that hand requests off take one at a time
-    # (ThreadingMixIn with adaptive_threads excepted: see its _accept_batch).
+    # (ThreadingMixIn excepted while it runs them inline: see its _accept_batch).
     _accept_batch = 16
 
     def __init__(self, server_address, RequestHandlerClass):

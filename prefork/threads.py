@@ -6,14 +6,16 @@ options make a threading server (a prefork worker, typically) cheaper:
 * reuse_threads: a request thread stays alive and is handed later requests,
   a pool that grows to the peak concurrency.  Starting a thread costs about
   100 microseconds; a hand-off costs a wake-up.
-* inline_quick_requests: while requests are quick (their recent average under
-  QUICK) and none is in flight, the serve loop's own thread runs the next
-  one, as a synchronous server would: no hand-off, no wake-up, no thread
-  contending for the GIL.  Otherwise requests go to threads, so that the
-  loop never waits behind busy request threads for the GIL.  Should one
+* inline_quick_requests: while requests are quick (their recent average
+  under QUICK) and none is in flight, the serve loop's own thread runs the
+  next one, as a synchronous server would: no hand-off, no wake-up, no
+  thread contending for the GIL -- and, while they run there, the loop takes
+  what is queued in a row, as a synchronous server does (one poll for many;
+  ThreadingMixIn._accept_batch).  Otherwise requests go to threads, so that
+  the loop never waits behind busy request threads for the GIL.  Should one
   inline request stall the loop (a slow client, say) for STALL, a watcher
-  thread accepts in the loop's place, handing requests to threads, until
-  the loop's thread is back.
+  thread accepts in the loop's place, handing requests to threads, until the
+  loop's thread is back.
 
 adaptive_threads (with inline_quick_requests) bounds how many requests a
 worker takes at once by what its core can serve.  A process runs Python on
@@ -34,12 +36,13 @@ CPU-bound requests get one in flight per worker, I/O-bound ones as many as
 they need.  Requests that last LONG on average, or of which none has ended
 yet -- long-lived connections -- are taken as they come: one left queued
 would wait for another to end.  With no request in flight the GIL is not
-asked: idle and quick servers pay nothing.  The GIL is asked as the loop
-starts to wait: a connection that comes during that wait is taken on that
-answer (declining it then would strand it -- the kernel woke this worker
-alone, EPOLLEXCLUSIVE).  Since it asks before each accept, the loop takes
-queued requests in a row, as a synchronous server does
-(ThreadingMixIn._accept_batch): one poll for many requests.
+asked: idle and quick servers pay nothing; nor while the requests in flight
+would run less than GIL_DEMAND of a core, by their recent share of time on
+the CPU (requests that mostly wait keep the GIL free: asking, which costs a
+sleep and context switches, would tell nothing).  The GIL is asked as the
+loop starts to wait: a connection that comes during that wait is taken on
+that answer (declining it then would strand it -- the kernel woke this
+worker alone, EPOLLEXCLUSIVE).
 
 A request that raises what is not an Exception (sys.exit(), say) ends its
 thread, as in the standard library: a pooled thread leaves the pool.  An
@@ -52,7 +55,7 @@ import select
 import sys
 import threading
 from queue import SimpleQueue
-from time import monotonic, sleep, thread_time
+from time import monotonic, sleep
 
 QUICK = 0.001    # seconds: requests this quick, on average, run in the loop's thread
 STALL = 0.01     # seconds an inline request may hold the loop before the watcher steps in
@@ -71,6 +74,9 @@ GIL_BUSY = 0.001  # seconds: a GIL given up and taken back this late was busy (a
 GIL_PROBE = 0 if sys.version_info >= (3, 11) else 1e-6
 HOLD = 0.005     # seconds a busy worker leaves connections queued before it takes one anyway
 CPU_BOUND = 0.25  # share of its time on the CPU that makes an inline request CPU-bound
+# Cores of Python the requests in flight would run, by their recent share of
+# time on the CPU: below this, the GIL cannot be kept busy, and is not asked.
+GIL_DEMAND = 0.5
 LONG = 0.5       # seconds: requests this long on average are long-lived connections
 
 
@@ -87,6 +93,7 @@ class RequestThreads:
         self._handoff = SimpleQueue()
         self.running = 0          # requests in flight
         self.average = 0.0        # recent request duration, seconds
+        self.cpu_share = 1.0      # recent requests' share of their time on the CPU
         self.inline_since = 0.0   # start of the loop thread's inline request; 0: none
         self._local = threading.local()  # .pooled: the current thread is a pooled one
         self._watcher = None
@@ -109,6 +116,8 @@ class RequestThreads:
             # Nothing in flight; or long-lived connections (none has ended yet,
             # or they last long): one queued would wait for one to end.
             return self._resume()
+        if self.running * self.cpu_share < GIL_DEMAND:
+            return self._resume()  # requests that mostly wait: the GIL is free
         asked = monotonic()
         sleep(GIL_PROBE)  # let go of the GIL: a runnable request thread takes it
         now = monotonic()
@@ -140,14 +149,16 @@ class RequestThreads:
 
     # -- where a request runs --------------------------------------------
 
+    def inline_next(self):
+        """Whether the loop's thread would run the next request itself."""
+        return (self._server.inline_quick_requests and not self.running
+                and (self.average < QUICK or self.cpu_bound))
+
     def dispatch(self, request, client_address):
         """Run a request: inline -- alone, in the loop's thread -- if requests are
         quick, or CPU-bound (adaptive_threads: see the module's docstring);
         else in a thread."""
-        server = self._server
-        if (server.inline_quick_requests and not self.running
-                and (self.average < QUICK or self.cpu_bound)
-                and threading.current_thread() is not self._watcher):
+        if self.inline_next() and threading.current_thread() is not self._watcher:
             self._run_inline(request, client_address)
         else:
             self._start(request, client_address)
@@ -162,7 +173,6 @@ class RequestThreads:
             self._watcher.start()
         elif self._watcher_sleeping:
             self._wake_watcher.set()
-        cpu_started = thread_time() if self.cpu_bound else 0.0
         try:
             self._server.process_request_thread(request, client_address)
         except KeyboardInterrupt:
@@ -173,8 +183,7 @@ class RequestThreads:
                 [*sys.exc_info(), threading.current_thread()]))
         finally:
             if self.cpu_bound:  # alone, it shows what it is: on the CPU, or waiting
-                self.cpu_bound = (thread_time() - cpu_started
-                                  >= CPU_BOUND * (monotonic() - self.inline_since))
+                self.cpu_bound = self._local.share >= CPU_BOUND
             self.inline_since = 0.0
 
     def _start(self, request, client_address):
@@ -211,19 +220,22 @@ class RequestThreads:
             self._server.process_request_thread(request, client_address)  # -> finished()
             request, client_address = self._handoff.get()
 
-    def finished(self, duration, survived):
-        """A request is done, in the thread that ran it; return whether the
-        loop, paused, should look again.
+    def finished(self, duration, cpu, survived):
+        """A request is done, in the thread that ran it, after `duration`
+        seconds, `cpu` of them on the CPU; return whether the loop, paused,
+        should look again.
 
         survived: False when process_request_thread() raises, which ends
         the thread: a pooled one is then no longer counted, idle or pooled.
         """
         pooled = getattr(self._local, "pooled", False)
+        share = self._local.share = min(1.0, cpu / duration) if duration > 0 else 1.0
         with self._lock:
             self.running -= 1
             # (The first duration as it is: from 0, long-lived connections would
             # look short for their first few ends.)
             self.average += DECAY * (duration - self.average) if self.average else duration
+            self.cpu_share += DECAY * (share - self.cpu_share)
             if pooled and survived:
                 self._idle += 1  # about to wait in _serve_requests for the next
             else:
