@@ -60,8 +60,8 @@ from time import monotonic, sleep
 QUICK = 0.001    # seconds: requests this quick, on average, run in the loop's thread
 STALL = 0.01     # seconds an inline request may hold the loop before the watcher steps in
 # Seconds between the watcher's looks while inline requests are CPU-bound
-# (adaptive_threads): each look takes the GIL from the request running, and
-# its GIL busy, the watcher would not accept anyway -- only a CPU-bound
+# (adaptive_threads): each look takes the GIL from the request running, and,
+# the GIL being busy, the watcher would not accept anyway -- only a CPU-bound
 # request that stalls (on a slow client, say) is then seen later.
 CPU_BOUND_LOOK = 0.05
 DECAY = 0.1      # weight of the newest request in the average
@@ -95,7 +95,9 @@ class RequestThreads:
         self.average = 0.0        # recent request duration, seconds
         self.cpu_share = 1.0      # recent requests' share of their time on the CPU
         self.inline_since = 0.0   # start of the loop thread's inline request; 0: none
-        self._local = threading.local()  # .pooled: the current thread is a pooled one
+        # Of the current thread: .pooled, whether it is a pooled one; .share,
+        # the share of its last request's time that it was on the CPU.
+        self._local = threading.local()
         self._watcher = None
         self._watcher_sleeping = False
         self._wake_watcher = threading.Event()
