@@ -140,7 +140,9 @@ class ThreadingMixIn:
 
         In addition, exception handling is done here.
         """
-        started, cpu_started = monotonic(), thread_time()
+        # (CPU time: what adaptive_threads judges requests by; else not read.)
+        measured = self.adaptive_threads
+        started, cpu_started = monotonic(), thread_time() if measured else 0.0
         survived = False  # whatever escapes below ends this thread, as in the stdlib
         try:
             try:
@@ -151,8 +153,8 @@ class ThreadingMixIn:
                 self.shutdown_request(request)
             survived = True
         finally:
-            if self._request_threads().finished(monotonic() - started,
-                                                thread_time() - cpu_started, survived):
+            cpu = thread_time() - cpu_started if measured else 0.0
+            if self._request_threads().finished(monotonic() - started, cpu, survived):
                 self._wake_loop()  # it paused: it may accept again
 
     def process_request(self, request, client_address):
