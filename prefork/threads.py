@@ -61,9 +61,14 @@ QUICK = 0.001    # seconds: requests this quick, on average, run in the loop's t
 STALL = 0.01     # seconds an inline request may hold the loop before the watcher steps in
 # Seconds between the watcher's looks while inline requests are CPU-bound
 # (adaptive_threads): each look takes the GIL from the request running, and,
-# the GIL being busy, the watcher would not accept anyway -- only a CPU-bound
-# request that stalls (on a slow client, say) is then seen later.
-CPU_BOUND_LOOK = 0.05
+# the GIL being busy, the watcher would not accept anyway.  On a busy machine
+# a look costs the loop's thread a trip through the scheduler's run queue
+# (measured under workload (b) of ./scripts/bench: looking every 50 ms cost
+# 3% of the requests a second, every 250 ms nothing measurable).  Only a
+# CPU-bound request that stalls (on a slow client, say) is seen later -- a
+# synchronous worker never sees it -- and other workers take the connections
+# meanwhile: the kernel wakes one that waits.
+CPU_BOUND_LOOK = 0.25
 DECAY = 0.1      # weight of the newest request in the average
 IDLE_CHECKS = 100  # the watcher sleeps after this many checks without an inline request
 GIL_BUSY = 0.001  # seconds: a GIL given up and taken back this late was busy (adaptive_threads)

@@ -238,10 +238,10 @@ def test_the_watcher_looks_seldom_while_inline_requests_are_cpu_bound():
     # while requests are CPU-bound it could not accept anyway (the GIL is
     # busy), so it looks every CPU_BOUND_LOOK rather than every STALL.  The
     # kernel counts what its looks cost: each is a sleep and a wait for the
-    # GIL (voluntary context switches, about three a look, measured).  Over
-    # a second of 5 ms requests from two clients at once, run inline: about
-    # 60, 100 beside two busy processes (8 a look allowed: 168); looking
-    # every STALL, about 330.
+    # GIL (voluntary context switches, three to five a look, measured).
+    # Over a second of 5 ms requests from two clients at once, run inline:
+    # 10 to 21, 16 to 27 beside two busy processes (8 a look allowed: 40);
+    # looking every 50 ms, 56 to 106; every STALL, about 330.
     class Burn(prefork.StreamRequestHandler):
         def handle(self):
             self.rfile.readline()
