@@ -1,6 +1,7 @@
 """./scripts/bench: run the contenders side by side; print and save the figures."""
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -16,7 +17,7 @@ from .measure import Settings, measure, startups
 from .work import calibrate
 from .wrk import WrkLoad
 
-DEFAULT_DURATION, QUICK_DURATION = 4.0, 1.0
+DEFAULT_DURATION, QUICK_DURATION = 3.0, 1.0
 DEFAULT_WARMUP, QUICK_WARMUP = 1.0, 0.5
 
 
@@ -119,16 +120,29 @@ def print_tables(sections, loads, printed):
 
 
 def run_rows(contenders, workload, settings, rows):
-    """Each contender's row, into rows.  With settings.repeat > 1 (not the
-    load step), each is measured that many times, the contenders taking turns
+    """Each contender's row, into rows.  Measured once; or several times --
+    every row with settings.repeat > 1 (not the load step), the workload's
+    `turns` in any run (plan.TURNS) -- the contenders concerned taking turns
     (a, b, c, a, b, c, ...) so that a busy moment of the shared machine falls
     on them alike, and report.median_row() makes the row."""
-    repeat = 1 if workload.step else settings.repeat
+    plans = {contender.name: runs_of(contender, workload, settings) for contender in contenders}
     runs = {contender.name: [] for contender in contenders}
-    for _ in range(repeat):
+    for turn in range(max(count for count, _ in plans.values())):
         for contender in contenders:
-            runs[contender.name].append(run_row(contender, workload, settings))
+            count, run_settings = plans[contender.name]
+            if turn < count:
+                runs[contender.name].append(run_row(contender, workload, run_settings))
     rows += [report.median_row(runs[contender.name]) for contender in contenders]
+
+
+def runs_of(contender, workload, settings):
+    """(how many runs, with which settings) make contender's row."""
+    if workload.step:
+        return 1, settings
+    if contender.name in workload.turns and settings.repeat < plan.TURNS:
+        return plan.TURNS, dataclasses.replace(settings,
+                                               duration=settings.duration * plan.TURN_SHARE)
+    return settings.repeat, settings
 
 
 def run_row(contender, workload, settings):

@@ -104,6 +104,9 @@ class Workload:
     in one of `pairs` (first, second), the second of its pair.
     startup_runs: if not 0, each contender is also started this many times,
     timed to its first response (measure.startups).
+    turns: the contenders an acceptance check compares by a ratio near 1,
+    finer than one run's noise on a shared machine: each is measured TURNS
+    times, taking turns with the others of `turns`, and the medians kept.
     step: a load step over time (step.py: clients 1, then `clients`, then 1; workers
     and p99 sampled) rather than a steady load: no req/s ratios, its own table
     and plot (scaling.png).
@@ -120,6 +123,7 @@ class Workload:
     pairs: tuple = ()
     startup_runs: int = 0
     step: bool = False
+    turns: tuple = ()
 
     def reference_for(self, name):
         """The contender whose figures `name`'s ratios are multiples of: the
@@ -131,6 +135,11 @@ class Workload:
 
 
 POOL_SIZES = (1, 2, 4)
+# Runs of each contender in a workload's `turns`, in every run of the bench;
+# each measures two thirds of a row's time (2 of 3 s), so that the median of
+# three costs two rows, not three.
+TURNS = 3
+TURN_SHARE = 2 / 3
 
 HTTP_CONTENDERS = (
     stdlib("sync"), stdlib("threading"), stdlib("forking"),
@@ -160,18 +169,21 @@ WORKLOADS = (
              HTTP_CONTENDERS + tuple(prefork("sync", 2, listener) for listener in LISTENERS[1:])),
     Workload("b", "cpu", "CPU-bound handler (~1 ms of Python per request)",
              "cpu", "http", 50, f"prefork sync {TIMES}2",
-             HTTP_CONTENDERS + (prefork("threading", 2, "static"),)),
+             HTTP_CONTENDERS + (prefork("threading", 2, "static"),),
+             turns=(prefork("sync", 2).name, prefork("threading", 2).name)),
     Workload("c", "slow", "slow handler (50 ms sleep), 200 concurrent clients",
              "slow", "http", 200, f"prefork threading {TIMES}2",
              (stdlib("threading"), prefork("threading", 2), prefork("threading", 2, "static"),
-              gunicorn(2, threads=100))),
+              gunicorn(2, threads=100)),
+             turns=(prefork("threading", 2).name, prefork("threading", 2, "static").name)),
     Workload("d", "udp", "UDP request/response (16-byte datagrams)",
              "udp", "udp", 50, f"prefork UDP {TIMES}2",
              (stdlib("udp"), *(prefork("udp", n) for n in POOL_SIZES))),
     Workload("e", "echo", "long-lived TCP connections, 16-byte line echo",
              "echo", "echo", 50, f"prefork threading {TIMES}2",
              (stdlib("threading"), *(prefork("threading", n) for n in POOL_SIZES),
-              prefork("threading", 2, "static"))),
+              prefork("threading", 2, "static")),
+             turns=(prefork("threading", 2).name, prefork("threading", 2, "static").name)),
     Workload("i", "mixed", "mixed: 90% quick I/O-bound requests (2 ms sleep), 10% CPU-bound "
              "(5 ms of Python), 100 clients", "mixed", "http", 100, f"prefork sync {TIMES}2",
              (prefork("sync", 2), prefork("threading", 2), prefork("threading", 2, "static"))),

@@ -153,10 +153,11 @@ def table(workload, rows, load):
         lines += ["", "Side by side, prefork / gunicorn:", ""] + pairs
     runs = [row for row in rows if "rps_runs" in row]
     if runs:
-        lines += ["", f"Each figure is the median of {len(runs[0]['rps_runs'])} runs, the "
-                  "contenders taking turns; the req/s of each run, in order:", ""]
-        lines += [f"- {row['contender']}: {', '.join(_num(r, 0) for r in row['rps_runs'])}"
-                  for row in runs]
+        lines += ["", "Measured several times, taking turns, each figure the median of its "
+                  "runs; the req/s of each run, in order:", ""]
+        lines += [f"- {row['contender']} ({len(row['rps_runs'])} runs of "
+                  f"{row['seconds'] / len(row['rps_runs']):.0f} s): "
+                  f"{', '.join(_num(r, 0) for r in row['rps_runs'])}" for row in runs]
     return "\n".join(lines) + "\n"
 
 

@@ -27,7 +27,7 @@ from .measure import _server
 SAMPLE_EVERY = 0.25    # seconds: a worker count and a p99 per interval
 STEP_TIMEOUT = 10.0    # seconds a request may take before it counts as an error
 LOW, HIGH = 1, 40      # clients before/after, and during the step
-PHASES = ((3.0, LOW), (12.0, HIGH), (12.0, LOW))        # (seconds, clients)
+PHASES = ((2.0, LOW), (10.0, HIGH), (6.0, LOW))         # (seconds, clients)
 QUICK_PHASES = ((1.0, LOW), (6.0, HIGH), (3.0, LOW))
 START_DELAY = 0.3      # seconds for the generator process to start before t = 0
 
@@ -37,7 +37,7 @@ def phases_for(quick):
 
 
 def seconds(phases):
-    """The phases' lengths, as "3+12+12 s"."""
+    """The phases' lengths, as "2+10+6 s"."""
     return "+".join(f"{s:g}" for s, _ in phases) + " s"
 
 
