@@ -85,6 +85,14 @@ GIL_DEMAND = 0.5
 LONG = 0.5       # seconds: requests this long on average are long-lived connections
 
 
+class _ThreadState(threading.local):
+    """What RequestThreads notes of the thread it runs in (class attributes:
+    the defaults, read without the exception a missing attribute costs)."""
+
+    pooled = False  # whether this is a pooled thread
+    share = 1.0     # the share of its last request's time it was on the CPU
+
+
 class RequestThreads:
     """The request threads of one server: how many requests run, which
     threads to join at close, the idle pooled threads, and the watcher."""
@@ -100,9 +108,7 @@ class RequestThreads:
         self.average = 0.0        # recent request duration, seconds
         self.cpu_share = 1.0      # recent requests' share of their time on the CPU
         self.inline_since = 0.0   # start of the loop thread's inline request; 0: none
-        # Of the current thread: .pooled, whether it is a pooled one; .share,
-        # the share of its last request's time that it was on the CPU.
-        self._local = threading.local()
+        self._local = _ThreadState()
         self._watcher = None
         self._watcher_sleeping = False
         self._wake_watcher = threading.Event()
@@ -235,7 +241,7 @@ class RequestThreads:
         survived: False when process_request_thread() raises, which ends
         the thread: a pooled one is then no longer counted, idle or pooled.
         """
-        pooled = getattr(self._local, "pooled", False)
+        pooled = self._local.pooled
         share = self._local.share = min(1.0, cpu / duration) if duration > 0 else 1.0
         with self._lock:
             self.running -= 1
