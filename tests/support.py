@@ -65,6 +65,12 @@ ZOMBIE_TIMEOUT = 2  # seconds a master may take to reap an exited child
 FORK_WARNING = "ignore:This process .* is multi-threaded:DeprecationWarning"
 
 
+def sigint_is_ignored():
+    """Whether this process (pytest run in the background, say) ignores SIGINT:
+    its children then do too, and their Python never raises KeyboardInterrupt."""
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
 # -- waiting -------------------------------------------------------------------
 
 def wait_for(predicate, timeout=10.0, interval=0.01, message="condition"):

@@ -32,8 +32,8 @@ import pytest
 
 from support import (
     ask, assert_one_line_error, connect, file_lines, live_children, logged_addresses,
-    python_runnable_as, recv_all, recv_line, run_prefork, spawn_prefork, start_prefork,
-    status_json, terminate, wait_for, wait_lines, wait_log, wait_reloaded)
+    python_runnable_as, recv_all, recv_line, run_prefork, sigint_is_ignored, spawn_prefork,
+    start_prefork, status_json, terminate, wait_for, wait_lines, wait_log, wait_reloaded)
 
 APP = "command_apps:Echo"
 MAX_WORKERS = 16  # the default max_workers for 2 workers: max(16, 4 x workers)
@@ -445,6 +445,8 @@ def test_status_json_has_the_same_facts(spawn, unix_dir):
 
 @pytest.mark.timeout(20)
 def test_status_watch_redraws_in_place(spawn, unix_dir):
+    if sigint_is_ignored():  # (Ctrl-C is how a watch ends)
+        pytest.skip("SIGINT is ignored in this environment")
     process, address, path = start_controlled(spawn, unix_dir)
     watch = spawn_prefork(spawn, "status", "--watch", "0.2", "--control", path)
     watch.readline_until(lambda _: "".join(watch.lines).count("prefork master") >= 4,

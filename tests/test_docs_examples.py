@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from support import ROOT
+from support import ROOT, sigint_is_ignored
 
 CLIENT_TIMEOUT = 10  # seconds an example client may run
 
@@ -72,12 +72,6 @@ def test_port_from_environment(spawn):
     server, port = start_server(spawn, "tcp_uppercase_server.py", args=(),
                                 env={"PORT": "0"})
     check_exchange(server, "tcp_client.py", "hello world with TCP", env={"PORT": str(port)})
-
-
-def sigint_is_ignored():
-    # A process started with SIGINT ignored passes that on to its children,
-    # whose Python then never raises KeyboardInterrupt.
-    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 @pytest.mark.parametrize("server_name", [
