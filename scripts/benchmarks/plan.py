@@ -136,8 +136,8 @@ class Workload:
 
 POOL_SIZES = (1, 2, 4)
 # Runs of each contender in a workload's `turns`, in every run of the bench;
-# each measures two thirds of a row's time (2 of 3 s), so that the median of
-# three costs two rows, not three.
+# each measures two thirds of a row's time (2 of 3 s): with the warm-up each
+# run pays, the median of three costs about two and a half rows, not three.
 TURNS = 3
 TURN_SHARE = 2 / 3
 
