@@ -14,7 +14,6 @@ from pathlib import Path
 from . import plan, plot, report, step
 from .loadgen import BuiltinLoad
 from .measure import Settings, measure, startups
-from .work import calibrate
 from .wrk import WrkLoad
 
 DEFAULT_DURATION, QUICK_DURATION = 3.0, 1.0
@@ -69,7 +68,7 @@ def describe_run(settings):
             "python": platform.python_version(),
             "loadgen": ", ".join(sorted({g.name for g in settings.generators.values()})),
             "warmup": settings.warmup, "duration": settings.duration,
-            "repeat": settings.repeat, "cpu_loops": settings.cpu_loops}
+            "repeat": settings.repeat}
 
 
 def _stop_on_term(signum, frame):
@@ -88,7 +87,7 @@ def main(argv=None):
         python=sys.executable, logs=args.out / "logs",
         warmup=QUICK_WARMUP if args.quick else DEFAULT_WARMUP,
         duration=args.duration or (QUICK_DURATION if args.quick else DEFAULT_DURATION),
-        cpu_loops=calibrate(), generators=generators(args.loadgen),
+        generators=generators(args.loadgen),
         step_phases=step.phases_for(args.quick), repeat=args.repeat)
     gens = settings.generators
     meta = describe_run(settings)

@@ -11,7 +11,7 @@ import psutil
 
 from . import clients
 from .processes import ServerDied, ServerProcess
-from .work import LOOPS_ENV, REQUEST
+from .work import REQUEST
 
 MEMORY_LEAD = 0.3   # memory is read this long before the load ends, under load
 POLL_EVERY = 0.002  # seconds between connection attempts while a server starts
@@ -24,7 +24,6 @@ class Settings:
     logs: Path          # one server log per run
     warmup: float       # seconds of load before the window
     duration: float     # seconds of the measured window
-    cpu_loops: int      # burn() loops for ~1 ms, the same for every server
     generators: dict    # protocol -> load generator (wrk or built-in)
     step_phases: tuple = ()   # the load step's (seconds, clients), step.phases_for()
     repeat: int = 1           # runs of each row, in turns (--repeat)
@@ -50,8 +49,7 @@ def slug(text):
 def _server(contender, workload, settings, log_name):
     """(address, ServerProcess not yet started) for a run of contender on a free port."""
     address = ("127.0.0.1", free_port(workload.protocol))
-    env = dict(os.environ, BENCH_HANDLER=workload.handler,
-               **{LOOPS_ENV: str(settings.cpu_loops)})
+    env = dict(os.environ, BENCH_HANDLER=workload.handler)
     argv = contender.argv(settings.python, workload.handler, address[1])
     log_path = settings.logs / f"{workload.key}-{slug(contender.name)}{log_name}.log"
     return address, ServerProcess(argv, env, log_path, contender.stop_signal)

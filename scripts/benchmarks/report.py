@@ -6,6 +6,7 @@ import statistics
 from dataclasses import dataclass
 
 from .plan import TIMES, WSGI_PAIRS
+from .work import CPU_SECONDS
 
 OPS = {"<=": ("\u2264", lambda a, b: a <= b), ">=": ("\u2265", lambda a, b: a >= b),
        "<": ("<", lambda a, b: a < b)}
@@ -94,7 +95,7 @@ def header(meta):
         f"- each row: {meta['warmup']:g} s warm-up, then {meta['duration']:g} s measured"
         + (f", {meta['repeat']} times in turns (the median kept)" if meta["repeat"] > 1 else "")
         + "; CPU = user+sys of the server's whole process tree; memory read under load",
-        f"- CPU-bound work: {meta['cpu_loops']:,} loops of Python ≈ 1 ms, calibrated at start",
+        f"- CPU-bound work: Python loops until the handler's thread has run {CPU_SECONDS * 1000:g} ms of CPU",
         "",
     ])
 

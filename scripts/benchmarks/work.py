@@ -1,7 +1,6 @@
 """The bytes and the work of one request, the same in every contender's server."""
 
 import itertools
-import os
 import time
 
 BODY = b"Hello, World!\n"
@@ -16,39 +15,34 @@ SLOW_SECONDS = 0.05                # workload (c): sleep per request
 MIXED_EVERY = 10                   # workload (i): one request in 10 is CPU-bound,
 MIXED_CPU_SECONDS = 0.005          #   with this much Python work,
 MIXED_SLEEP_SECONDS = 0.002        #   the others sleep this long
-LOOPS_ENV = "BENCH_CPU_LOOPS"      # burn() loops for CPU_SECONDS, set by the bench
+BURN_CHUNK = 500                   # burn() loops between two looks at the clock (~20 us)
 
 
-def burn(loops):
-    """Pure-Python work: holds the GIL for the whole loop."""
+def burn(seconds):
+    """Pure-Python work until this thread has run `seconds` of CPU: holds the GIL
+    throughout, except where the interpreter hands it over.
+
+    Timed on the thread's own CPU clock, not by a count of loops calibrated
+    once: the same loop runs up to 25% faster in one process than in another
+    on the same machine (where its memory happens to lie), so a count would
+    give each server its own luck.  Time spent waiting for the GIL or the CPU
+    is not counted, so every contender does the same work per request."""
+    deadline = time.thread_time() + seconds
     total = 0
-    for i in range(loops):
-        total += i * i
+    while time.thread_time() < deadline:
+        for i in range(BURN_CHUNK):
+            total += i * i
     return total
-
-
-def calibrate(seconds=CPU_SECONDS, probe_loops=50000, rounds=7):
-    """How many burn() loops take `seconds` on this machine (best of a few rounds)."""
-    best = min(_timed(burn, probe_loops) for _ in range(rounds))
-    return max(1, round(probe_loops * seconds / best))
-
-
-def _timed(function, arg):
-    start = time.perf_counter()
-    function(arg)
-    return time.perf_counter() - start
 
 
 def work_for(handler):
     """The extra work of an HTTP handler: None, a CPU burn or a sleep."""
     if handler == "cpu":
-        loops = int(os.environ[LOOPS_ENV])
-        return lambda: burn(loops)
+        return lambda: burn(CPU_SECONDS)
     if handler == "slow":
         return lambda: time.sleep(SLOW_SECONDS)
     if handler == "mixed":
-        heavy = int(os.environ[LOOPS_ENV]) * round(MIXED_CPU_SECONDS / CPU_SECONDS)
         requests = itertools.count(1)
-        return lambda: (burn(heavy) if next(requests) % MIXED_EVERY == 0
+        return lambda: (burn(MIXED_CPU_SECONDS) if next(requests) % MIXED_EVERY == 0
                         else time.sleep(MIXED_SLEEP_SECONDS))
     return None
