@@ -33,9 +33,11 @@ as in a synchronous worker (the watcher looking only every CPU_BOUND_LOOK),
 and so do the ones after it, until one, alone, shows it was not on the CPU
 for CPU_BOUND of its time: the next one goes to a thread again.  So
 CPU-bound requests get one in flight per worker, I/O-bound ones as many as
-they need.  Requests that last LONG on average, or of which none has ended
-yet -- long-lived connections -- are taken as they come: one left queued
-would wait for another to end.  With no request in flight the GIL is not
+they need.  Requests that last LONG on average -- long-lived connections --
+are taken as they come: one left queued would wait for another to end.  So
+are all until SETTLED have ended: an average of fewer says little (after one
+quick request, a readiness probe say, this worker alone would decline a
+burst of long-lived connections, and pile them on the others).  With no request in flight the GIL is not
 asked: idle and quick servers pay nothing; nor while the requests in flight
 would run less than GIL_DEMAND of a core, by their recent share of time on
 the CPU (requests that mostly wait keep the GIL free: asking, which costs a
@@ -83,6 +85,7 @@ CPU_BOUND = 0.25  # share of its time on the CPU that makes an inline request CP
 # time on the CPU: below this, the GIL cannot be kept busy, and is not asked.
 GIL_DEMAND = 0.5
 LONG = 0.5       # seconds: requests this long on average are long-lived connections
+SETTLED = 10     # requests ended before their average counts (about 1 / DECAY)
 
 
 class _ThreadState(threading.local):
@@ -106,6 +109,7 @@ class RequestThreads:
         self._handoff = SimpleQueue()
         self.running = 0          # requests in flight
         self.average = 0.0        # recent request duration, seconds
+        self.ended = 0            # requests ended, up to SETTLED: is the average known
         self.cpu_share = 1.0      # recent requests' share of their time on the CPU
         self.inline_since = 0.0   # start of the loop thread's inline request; 0: none
         self._local = _ThreadState()
@@ -125,9 +129,10 @@ class RequestThreads:
         server = self._server
         if server.max_threads is not None and self.running >= server.max_threads:
             return self._pause(held=False)  # the next request to end wakes the loop
-        if not (server.adaptive_threads and self.running and 0 < self.average < LONG):
-            # Nothing in flight; or long-lived connections (none has ended yet,
-            # or they last long): one queued would wait for one to end.
+        if not (server.adaptive_threads and self.running
+                and self.ended >= SETTLED and self.average < LONG):
+            # Nothing in flight; or long-lived connections (they last long,
+            # or too few have ended to tell): one queued would wait for one to end.
             return self._resume()
         if self.running * self.cpu_share < GIL_DEMAND:
             return self._resume()  # requests that mostly wait: the GIL is free
@@ -245,6 +250,7 @@ class RequestThreads:
         share = self._local.share = min(1.0, cpu / duration) if duration > 0 else 1.0
         with self._lock:
             self.running -= 1
+            self.ended = min(self.ended + 1, SETTLED)
             # (The first duration as it is: from 0, long-lived connections would
             # look short for their first few ends.)
             self.average += DECAY * (duration - self.average) if self.average else duration
