@@ -121,13 +121,14 @@ def print_tables(sections, loads, printed):
 def run_rows(contenders, workload, settings, rows):
     """Each contender's row, into rows.  Measured once; or several times --
     every row with settings.repeat > 1 (not the load step), the workload's
-    `turns` in any run (plan.TURNS) -- the contenders concerned taking turns
-    (a, b, c, a, b, c, ...) so that a busy moment of the shared machine falls
-    on them alike, and report.median_row() makes the row."""
+    `turns` in any run (plan.TURNS) -- the contenders concerned taking turns,
+    in an order reversed every other turn (a, b, c, c, b, a, a, ...) so that a
+    busy moment of the shared machine, or what a run leaves to the next one,
+    falls on them alike; report.median_row() makes the row."""
     plans = {contender.name: runs_of(contender, workload, settings) for contender in contenders}
     runs = {contender.name: [] for contender in contenders}
     for turn in range(max(count for count, _ in plans.values())):
-        for contender in contenders:
+        for contender in (contenders if turn % 2 == 0 else contenders[::-1]):
             count, run_settings = plans[contender.name]
             if turn < count:
                 runs[contender.name].append(run_row(contender, workload, run_settings))
