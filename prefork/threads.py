@@ -40,11 +40,11 @@ quick request, a readiness probe say, this worker alone would decline a
 burst of long-lived connections, and pile them on the others).  With no
 request in flight the GIL is not asked: idle and quick servers pay nothing;
 nor while the requests in flight would run less than GIL_DEMAND of a core,
-by their recent share of time on the CPU (requests that mostly wait keep the GIL free: asking, which costs a
-sleep and context switches, would tell nothing).  The GIL is asked as the
-loop starts to wait: a connection that comes during that wait is taken on
-that answer (declining it then would strand it -- the kernel woke this
-worker alone, EPOLLEXCLUSIVE).
+by their recent share of time on the CPU (requests that mostly wait keep
+the GIL free: asking, which costs a sleep and context switches, would tell
+nothing).  The GIL is asked as the loop starts to wait: a connection that
+comes during that wait is taken on that answer (declining it then would
+strand it -- the kernel woke this worker alone, EPOLLEXCLUSIVE).
 
 A request that raises what is not an Exception (sys.exit(), say) ends its
 thread, as in the standard library: a pooled thread leaves the pool.  An
