@@ -155,7 +155,10 @@ def query(path, command, timeout=5.0):
         except BlockingIOError:
             raise NotRunning(f"the master at {path} is busy: its control socket's queue "
                              "is full") from None
-        sock.sendall(command.encode() + b"\n")
+        try:
+            sock.sendall(command.encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused unread (not the master's user): its answer waits to be read
         data = b""
         while not data.endswith(b"\n"):
             chunk = sock.recv(65536)

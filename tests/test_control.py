@@ -24,12 +24,14 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import threading
 import time
 
 import pytest
 
+import prefork.control
 from support import (
     ask, assert_one_line_error, connect, file_lines, live_children, logged_addresses,
     python_runnable_as, recv_all, recv_line, run_prefork, sigint_is_ignored, spawn_prefork,
@@ -410,6 +412,34 @@ def test_status_command_refused_by_the_master_is_one_line(spawn, unix_dir):
     result = run_prefork("status", "--control", path,
                          command=[*AS_NOBODY, nobodys_python(), "-m", "prefork"])
     assert_one_line_error(result, re.compile(r"permission denied: .+"))
+
+
+@pytest.mark.timeout(10)
+def test_a_refusal_sent_before_the_command_is_read_is_the_answer(unix_dir):
+    # The master refuses a connection from another user at once, unread
+    # (ControlServer.verify_request), and closes it: a client still sending
+    # gets EPIPE, and must still read the refusal waiting for it -- else
+    # `prefork status` ends in a BrokenPipeError traceback (seen in a suite
+    # run, test_status_command_refused_by_the_master_is_one_line).  A command
+    # larger than the socket's buffer keeps the client sending until the
+    # close, every time; the listener here answers as the master's refuse().
+    path = os.path.join(unix_dir, "refusing.sock")
+    refusal = {"ok": False, "error": "permission denied: not the master's user"}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+
+        def refuse_unread():
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(json.dumps(refusal).encode() + b"\n")
+
+        refuser = threading.Thread(target=refuse_unread)
+        refuser.start()
+        try:
+            assert prefork.control.query(path, "x" * 4_000_000) == refusal
+        finally:
+            refuser.join()
 
 
 # -- 3. prefork status, prefork ctl -----------------------------------------------
