@@ -250,10 +250,10 @@ class RequestThreads:
         share = self._local.share = min(1.0, cpu / duration) if duration > 0 else 1.0
         with self._lock:
             self.running -= 1
-            self.ended = min(self.ended + 1, SETTLED)
             # (The first duration as it is: from 0, long-lived connections would
             # look short for their first few ends.)
-            self.average += DECAY * (duration - self.average) if self.average else duration
+            self.average += DECAY * (duration - self.average) if self.ended else duration
+            self.ended = min(self.ended + 1, SETTLED)
             self.cpu_share += DECAY * (share - self.cpu_share)
             if pooled and survived:
                 self._idle += 1  # about to wait in _serve_requests for the next
