@@ -47,6 +47,15 @@ class Channel:
             self.listening = True
             self.loop.add_reader(self.server.fileno(), self.accept)
 
+    def stop_accepting(self):
+        """Accept no more clients, and close this process's copy of the
+        listener (another may hold it: a new master's, after USR2); the
+        clients accepted already are still answered, as their requests come."""
+        if self.listening:
+            self.listening = False
+            self.loop.remove_reader(self.server.fileno())
+        self.server.server_close()
+
     def accept(self):
         server = self.server
         while True:
@@ -109,14 +118,15 @@ class Channel:
         self.loop.remove_reader(fd)
 
     def close(self):
-        """Close the clients and the server (the listener: the server's business)."""
+        """Answer the clients whose whole request is there (closing them
+        unanswered would reset them), close the others, then the server
+        (the listener: the server's business)."""
+        self.serve_ready()
         for fd in list(self.waiting):
             conn, _, _ = self.waiting[fd]
             self.forget(fd)
             conn.close()
-        if self.listening:
-            self.loop.remove_reader(self.server.fileno())
-        self.server.server_close()
+        self.stop_accepting()
 
 
 def send_now(conn, data):

@@ -14,7 +14,9 @@ A reload keeps answering ready: the old generation serves until the new one
 does.  A binary upgrade (USR2) never takes the host out of rotation: the new
 master answers on the listener it inherited only once its workers serve (the
 old master answers for the host until then), and the old master stops
-answering -- closes its copy -- once it is told to stop.
+accepting -- closes its copy -- once it is told to stop, still answering
+ready to the checks it had accepted.  At exit, a master answers the checks
+whose request is there rather than reset them.
 
 Off (health_bind None), nothing of this is made.
 """

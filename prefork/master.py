@@ -320,8 +320,8 @@ class Master:
 
     def health(self):
         """What the health listener answers (health.py): ready, booting or draining."""
-        if self.stop_mode:
-            return "draining"
+        if self.stop_mode and self.upgrade is None:
+            return "draining"  # (a new master, after USR2, keeps the host in rotation)
         return "ready" if self.announced_ready else "booting"
 
     def open_health(self):
@@ -372,7 +372,8 @@ class Master:
         self.notifier.stopping(f"stopping ({mode.value})")
         self.stop_mode = mode
         if self.handing_over():
-            self.close_health()  # the new master answers for the host now
+            if self.health_channel:  # the new master answers for the host from now on
+                self.health_channel.stop_accepting()
             drain = False
         delay = self.server.drain_delay
         if mode is StopMode.GRACEFUL and drain and delay:

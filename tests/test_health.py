@@ -16,6 +16,8 @@ read from the `Health listener at:` line):
   delay short, TERM/HUP/TTIN/TTOU/USR2 ignored during it;
 - faults on the health port (silent, garbage, reset, long line, 50 clients
   that never read): the master keeps answering, the app keeps serving;
+- checks caught by a stop: one the old master accepted before TERM, after
+  USR2, is still answered; a closing listener answers the requests there;
 - the settings: bad values refused in one line, a taken port, off by default.
 """
 
@@ -28,6 +30,10 @@ import time
 
 import psutil
 import pytest
+
+from prefork.channel import Channel
+from prefork.health import HealthServer
+from prefork.loop import ServeLoop
 
 from support import (
     CLIENT_TIMEOUT, HealthPoller, ask, assert_one_line_error, assert_tree_gone, booted_workers,
@@ -392,6 +398,31 @@ def test_a_request_line_over_4_kib_gets_400_or_is_closed(spawn, unix_dir, size):
     assert "Traceback" not in terminate(process)
 
 
+class Draining:
+    """The master as the health listener sees it (health.py), stopping."""
+
+    def health(self):
+        return "draining"
+
+
+@pytest.mark.timeout(10)
+def test_a_closing_health_listener_answers_the_checks_already_there():
+    """In-process: a check whose request has come, accepted but not yet read
+    when the master closes the listener (it exits), gets its answer --
+    closing it unread would reset it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    channel = Channel(HealthServer(listener, Draining()), ServeLoop())
+    with connect(listener.getsockname()) as check:
+        check.sendall(health_request())
+        channel.accept()  # (the master's loop would run its reader next turn)
+        assert len(channel.waiting) == 1
+        channel.close()
+        status_line, _, body = parse_http_response(recv_all(check))
+    assert (status_line, body) == ("HTTP/1.0 503 Service Unavailable", b"draining\n")
+    assert listener.fileno() == -1
+
+
 # -- USR2 -----------------------------------------------------------------------------------
 
 @pytest.mark.timeout(40)
@@ -431,6 +462,52 @@ def test_usr2_upgrade_never_takes_the_host_out_of_rotation(subreaper, spawn, tmp
     assert ask(app)["pid"] in live_children(new)
 
     new_tree = process_tree(new)
+    os.kill(new, signal.SIGTERM)
+    assert exit_code(new) == 0, "".join(process.lines)
+    assert_tree_gone(new_tree)
+
+
+def holds_connection(pid, client):
+    """Whether process pid has accepted the connection of socket client."""
+    return any(conn.raddr and tuple(conn.raddr) == client.getsockname()
+               for conn in psutil.Process(pid).net_connections(kind="tcp"))
+
+
+@pytest.mark.timeout(40)
+def test_a_check_the_old_master_accepted_is_answered_after_it_is_told_to_stop(
+        subreaper, spawn, tmp_path, unix_dir):
+    """After USR2, TERM to the old master while it holds a health check whose
+    request has not all come: it stops accepting, but that check is still
+    answered, ready -- not reset or closed unanswered."""
+    process, app, address = start_health(spawn, "--control", os.path.join(unix_dir, "ctl"),
+                                         app=write_slow_app(tmp_path), cwd=tmp_path)
+    old = process.pid
+    wait_health(address, READY, within=2)
+    with connect(app) as busy:  # an old worker's request in flight: the old master stays
+        busy.sendall(b"hold\n")
+        assert recv_line(busy) == b"holding\n"
+        os.kill(old, signal.SIGUSR2)
+        line = wait_log(process, f"[{old}] [", "Upgrade: started a new master (pid ")
+        new = int(line.split("(pid ", 1)[1].split(")", 1)[0])
+        wait_log(process, f"[{new}] [", "Upgrade: serving beside the old master")
+        os.kill(new, signal.SIGSTOP)  # now only the old master accepts health checks
+        try:
+            with connect(address) as check:
+                check.sendall(health_request()[:20])  # a head not yet complete
+                wait_for(lambda: holds_connection(old, check),
+                         message="the old master to accept the check")
+                os.kill(old, signal.SIGTERM)
+                wait_log(process, f"[{old}] [", "Stopping (graceful)")
+                check.sendall(health_request()[20:])
+                status_line, _, body = parse_http_response(recv_all(check))
+                assert (status_line, body) == ("HTTP/1.0 200 OK", b"ready\n")
+        finally:
+            os.kill(new, signal.SIGCONT)
+        busy.sendall(b"go on\n")
+        assert recv_line(busy) == b"ok\n"
+    assert process.wait(10) == 0
+    new_tree = process_tree(new)
+    wait_health(address, READY, within=2)  # the new master's, alone
     os.kill(new, signal.SIGTERM)
     assert exit_code(new) == 0, "".join(process.lines)
     assert_tree_gone(new_tree)
