@@ -73,6 +73,8 @@ class ServeLoop:
         self._readers = {}  # fd -> callback: more descriptors to watch (add_reader)
         self._readers_pid = os.getpid()  # a forked child does not inherit them
         self._poller = None  # while run() runs
+        self._owed = []  # listener fds a wake-up is owed to, not taken from yet
+        self._after_owed = []  # callbacks that wait for them
 
     @property
     def waker(self):
@@ -90,7 +92,8 @@ class ServeLoop:
         wake_one: the listener is shared with other processes, each woken
         alone for a connection (EPOLLEXCLUSIVE).  Such a wake-up is this
         process's alone: a stop that comes with it still takes that request,
-        or nobody else would be woken for it.
+        or nobody else would be woken for it -- and a listener that stop
+        closes is closed after (when_wakeups_taken).
         """
         self._stopped.clear()
         self._thread = threading.get_ident()
@@ -116,25 +119,28 @@ class ServeLoop:
                         else:
                             poller.remove(fd)
                 due = next_turn_in()
+                self._owed = list(listeners) if watching else []  # (any may wake the wait)
                 ready = poller.wait(poll_interval if due is None
                                     else max(0.0, min(due, poll_interval)))
+                self._owed = [fd for fd in ready if fd in listeners]
                 # stop() during the wait: leave before taking another request.
                 if self._stop_requested:
                     if wake_one:
-                        for fd in ready:
-                            if fd in listeners:
-                                self._take(server, listeners[fd], 1, accepting)
+                        for fd in list(self._owed):
+                            self._take_owed(server, listeners, fd, 1, accepting)
                     break
                 for fd in ready:
                     if fd in self._readers:  # (first: a listener closed since may
                         self._readers[fd]()  # have left its number to a reader)
                     elif fd in listeners:  # (the batch may change turn by turn)
-                        self._take(server, listeners[fd], getattr(server, "_accept_batch", 1),
-                                   accepting)
+                        self._take_owed(server, listeners, fd,
+                                        getattr(server, "_accept_batch", 1), accepting)
                     else:
                         waker.drain()
+                self._paid()
                 server.service_actions()
         finally:
+            self._paid()
             self._poller = None
             poller.close()
             self._stop_requested = False
@@ -149,6 +155,30 @@ class ServeLoop:
             # Only prefork's servers say whether they took a request.
             if not server._handle_request_noblock() or self._stop_requested or not accepting():
                 break
+
+    def _take_owed(self, server, listeners, fd, batch, accepting):
+        self._owed.remove(fd)
+        self._take(server, listeners[fd], batch, accepting)
+
+    def _paid(self):
+        """Every wake-up of the last wait taken: run what waited for it."""
+        self._owed = []
+        while self._after_owed:
+            self._after_owed.pop(0)()
+
+    def when_wakeups_taken(self, callback):
+        """Call callback() now -- or, if run()'s wait may have been woken for a
+        connection not taken yet (a signal handler that interrupted the wait),
+        once the loop has taken it.  With wake_one the kernel wakes this
+        process alone for a connection: a listener closed in between (a
+        worker's TERM handler closes its copies) would leave that connection
+        queued, every other process that shares the listener still asleep.
+        While a request runs, nothing is owed: callback() runs at once.  From
+        the loop's thread (a signal handler runs in it)."""
+        if self._owed:
+            self._after_owed.append(callback)
+        else:
+            callback()
 
     def add_reader(self, fd, callback):
         """Call callback() in the loop's thread when fd is readable (the prefork

@@ -220,7 +220,7 @@ class Worker:
         log.info("Worker %d (pid %d) stopping: %s", self.info.number, self.info.pid, why)
         self.server._serve_loop.request_stop()
         if self.slot is not None and self.slot.server_stops():  # (not a reload's)
-            self.close_listeners()
+            self.server._serve_loop.when_wakeups_taken(self.close_listeners)
         self.connections.stop()
         self.signal_request_children(signal.SIGTERM)
         self.server.worker_stopping(self.info)
@@ -230,9 +230,11 @@ class Worker:
         connections: when the whole server stops, once every process has (the
         master too), a new connection is refused -- a balancer retries it
         elsewhere -- rather than queued until the last of them exits, then
-        reset.  Not on a reload: a connection the kernel woke this worker
-        for (EPOLLEXCLUSIVE) would wait in the queue, no other worker woken.
-        Datagram sockets stay open: the requests in flight answer on them."""
+        reset.  Not on a reload: the new workers take the connections.  In a
+        stop, through ServeLoop.when_wakeups_taken: a connection the kernel
+        woke this worker alone for (EPOLLEXCLUSIVE) is taken first -- a new
+        master's workers (USR2) share the listeners, and would never be woken
+        for it.  Datagram sockets stay open: the requests in flight answer on them."""
         if self.server.socket_type == socket.SOCK_STREAM:
             for sock in self.server.listeners:
                 sock.close()

@@ -2,7 +2,8 @@
 
 1. A retiring worker never swallows a wake-up: with exclusive_accept (one
    worker woken per connection), a worker told to stop just as it was woken
-   for a connection still takes it -- or nobody else would be woken for it.
+   for a connection still takes it -- or nobody else would be woken for it --
+   also when the stop closes its listeners (in-process, through ServeLoop).
    Reloads (HUP), TTOU and max_requests recycling never stall a request.
 2. A second signal during a graceful stop never kills the master: INT/QUIT
    make it quick, TERM/HUP/TTIN/TTOU are logged and ignored, USR1 reopens the
@@ -22,6 +23,7 @@ import contextlib
 import os
 import platform
 import re
+import select
 import signal
 import socket
 import threading
@@ -256,6 +258,60 @@ def test_max_requests_recycling_never_stalls_a_sequential_client(spawn, mixin):
         answered_after = client.answers(20)
     assert_no_stall(client, f"{recycled} recyclings", answered_after)
     assert_no_zombies(process.pid)
+
+
+class LineEcho(prefork.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(self.rfile.readline())
+
+
+def in_epoll_wait(tid):
+    """Whether thread tid of this process sleeps in epoll_wait()."""
+    with open(f"/proc/self/task/{tid}/wchan") as wchan:
+        return "epoll" in wchan.read()
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.skipif(not hasattr(select, "EPOLLEXCLUSIVE"), reason="no EPOLLEXCLUSIVE here")
+def test_a_stop_that_closes_the_listener_during_the_wait_still_takes_the_woken_for_request():
+    """In-process, the loop of a worker (wake_one): its TERM handler
+    interrupts the wait just as a connection has come, and closes the
+    listener (Worker.begin_stop, when the whole server stops).  The loop
+    still takes that connection, then the listener closes -- closed first,
+    the connection stayed queued, the other processes sharing the listener
+    never woken for it (two client timeouts during a USR2 upgrade under
+    load, once in 40 runs)."""
+    server = prefork.TCPServer(("127.0.0.1", 0), LineEcho)
+    other = socket.socket(fileno=os.dup(server.fileno()))  # as another worker's copy
+    clients = []
+
+    def on_term(signum, frame):  # a connection comes; then the stop, as a worker's
+        clients.append(socket.create_connection(server.server_address, CLIENT_TIMEOUT))
+        clients[0].sendall(b"woken for\n")
+        server._serve_loop.request_stop()
+        server._serve_loop.when_wakeups_taken(server.socket.close)
+
+    loop_thread = threading.get_native_id()
+
+    def interrupt():
+        wait_for(lambda: in_epoll_wait(loop_thread), message="the loop to wait")
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, on_term)
+    interrupter = threading.Thread(target=interrupt, daemon=True)
+    interrupter.start()
+    try:
+        server._serve_loop.run(server, poll_interval=5, wake_one=True)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        interrupter.join(CLIENT_TIMEOUT)
+    with clients[0], other:
+        assert recv_line(clients[0]) == b"woken for\n"  # taken by the loop
+        assert server.socket.fileno() == -1  # and the listener closed after
+        other.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            other.accept()  # nothing left in the queue
+    server.server_close()
 
 
 # -- 2. a second signal during a graceful stop ---------------------------------------
