@@ -530,9 +530,12 @@ def assert_replies(requests, word):
 
 def gone(process):
     """Whether a psutil.Process has exited: no longer running (pid reuse aside),
-    or a zombie left to its parent."""
+    or a zombie left to its parent whose threads have all exited -- its first
+    thread reads as a zombie while the others are still exiting, holding the
+    process's files (a listener among them)."""
     try:
-        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+        return not process.is_running() or (process.status() == psutil.STATUS_ZOMBIE
+                                             and process.num_threads() <= 1)
     except psutil.NoSuchProcess:
         return True
 
