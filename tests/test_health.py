@@ -37,11 +37,11 @@ from prefork.loop import ServeLoop
 
 from support import (
     CLIENT_TIMEOUT, HealthPoller, ask, assert_one_line_error, assert_tree_gone, booted_workers,
-    can_connect, connect, exit_code, free_port, health, health_address, health_request,
-    http_exchange, listening_ports, live_children, logged_messages, parse_http_response,
-    port_is_free, printed_config, process_tree, recv_all, recv_line, reset, run_prefork,
-    spawn_prefork, start_prefork, status_json, taken_port, terminate, wait_booted, wait_for,
-    wait_health, wait_log, wait_reloaded, write_config, write_slow_app)
+    can_connect, connect, connection_holder, exit_code, free_port, health, health_address,
+    health_request, http_exchange, listening_ports, live_children, logged_messages,
+    parse_http_response, port_is_free, printed_config, process_tree, recv_all, recv_line,
+    reset, run_prefork, spawn_prefork, start_prefork, status_json, taken_port, terminate,
+    wait_booted, wait_for, wait_health, wait_log, wait_reloaded, write_config, write_slow_app)
 
 APP = "command_apps:Echo"
 HEALTH = ("--health-bind", "127.0.0.1:0")
@@ -467,12 +467,6 @@ def test_usr2_upgrade_never_takes_the_host_out_of_rotation(subreaper, spawn, tmp
     assert_tree_gone(new_tree)
 
 
-def holds_connection(pid, client):
-    """Whether process pid has accepted the connection of socket client."""
-    return any(conn.raddr and tuple(conn.raddr) == client.getsockname()
-               for conn in psutil.Process(pid).net_connections(kind="tcp"))
-
-
 @pytest.mark.timeout(40)
 def test_a_check_the_old_master_accepted_is_answered_after_it_is_told_to_stop(
         subreaper, spawn, tmp_path, unix_dir):
@@ -494,7 +488,7 @@ def test_a_check_the_old_master_accepted_is_answered_after_it_is_told_to_stop(
         try:
             with connect(address) as check:
                 check.sendall(health_request()[:20])  # a head not yet complete
-                wait_for(lambda: holds_connection(old, check),
+                wait_for(lambda: connection_holder(check, [old]),
                          message="the old master to accept the check")
                 os.kill(old, signal.SIGTERM)
                 wait_log(process, f"[{old}] [", "Stopping (graceful)")
